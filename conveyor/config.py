@@ -1,0 +1,135 @@
+"""Configuration: one typed object, read from flags and ``CONVEYOR_*`` variables in one place.
+
+Precedence: explicit overrides (CLI flags) > environment > defaults. Nothing else in the
+package reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits applied to every submission (HTTP and Python)."""
+
+    max_body_bytes: int = 1024 * 1024
+    """Largest request body accepted on ``POST /v1/jobs`` (413 beyond)."""
+    max_batch_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body accepted on ``POST /v1/jobs/batch``."""
+    max_operations_per_job: int = 1000
+    max_jobs_per_batch: int = 5000
+    max_args_bytes: int = 256 * 1024
+    max_json_depth: int = 32
+    max_string_length: int = 64 * 1024
+    max_key_length: int = 256
+    max_metadata_bytes: int = 16 * 1024
+    max_delay_s: float = 365 * 24 * 3600.0
+    max_timeout_s: float = 24 * 3600.0
+    max_attempts_limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a Conveyor process can be told. Field comments give the defaults' why."""
+
+    store: str = "sqlite:///conveyor.db"
+    """Store URL: ``sqlite:///path`` (relative to the working directory), ``memory://``,
+    or ``postgresql://...``."""
+    transport: str = "store"
+    """``store`` (workers claim from the store) or ``kafka``."""
+    kafka_bootstrap: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tasks: tuple[str, ...] = ()
+    """Modules whose ``@task`` functions to load (besides the built-in ones)."""
+    queues: tuple[str, ...] = ()
+    """Queues a worker serves; empty means every queue its tasks name, plus ``default``."""
+    concurrency: int = 100
+    """Operations in flight per worker process (async tasks and pool jobs together)."""
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Size of the process pool for ``def`` tasks."""
+    lease_s: float = 10.0
+    """A claim's lease; renewed every ``lease_s / 3``. A killed worker's operations run
+    again after at most ``lease_s + rescue_interval_s`` (11 s by default)."""
+    rescue_interval_s: float = 1.0
+    claim_batch: int = 256
+    poll_s: float = 0.2
+    shutdown_grace_s: float = 30.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    sqlite_synchronous: str = "FULL"
+    """``FULL`` (fsync each commit: an acknowledged job survives power loss) or ``NORMAL``
+    (survives a killed process, not a power loss)."""
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Config:
+        if self.transport not in ("store", "kafka"):
+            raise ConfigError(f"transport must be 'store' or 'kafka', not {self.transport!r}")
+        if self.transport == "kafka" and not self.kafka_bootstrap:
+            raise ConfigError("--transport kafka needs --kafka-bootstrap host:port")
+        if self.concurrency < 1 or self.processes < 1 or self.claim_batch < 1:
+            raise ConfigError("concurrency, processes and claim_batch must be at least 1")
+        if self.lease_s <= 0 or self.poll_s <= 0:
+            raise ConfigError("lease_s and poll_s must be positive")
+        if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in 1..65535, not {self.port}")
+        return self
+
+
+def _coerce(name: str, raw: str, target: Any) -> Any:
+    try:
+        if isinstance(target, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(target, int):
+            return int(raw)
+        if isinstance(target, float):
+            return float(raw)
+        if isinstance(target, tuple):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"CONVEYOR_{name.upper()}={raw!r}: {exc}") from exc
+    return raw
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Build and validate the configuration: overrides > ``CONVEYOR_*`` > defaults.
+
+    Overrides whose value is None are ignored, so CLI flags can be passed through as-is.
+    """
+    env = os.environ if environ is None else environ
+    base = Config()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        if f.name == "limits":
+            continue
+        raw = env.get(f"CONVEYOR_{f.name.upper()}")
+        if raw is not None:
+            values[f.name] = _coerce(f.name, raw, getattr(base, f.name))
+    limit_values: dict[str, Any] = {}
+    for f in dataclasses.fields(Limits):
+        raw = env.get(f"CONVEYOR_{f.name.upper()}")
+        if raw is not None:
+            limit_values[f.name] = _coerce(f.name, raw, getattr(base.limits, f.name))
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name in {f.name for f in dataclasses.fields(Limits)}:
+            limit_values[name] = value
+        else:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(base, limits=Limits(**limit_values), **values).validate()

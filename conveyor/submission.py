@@ -1,0 +1,183 @@
+"""Turning a submitted body into a :class:`~conveyor.model.NewJob`: shape, limits, schemas.
+
+Pure code: it needs the known tasks (name -> :class:`~conveyor.model.TaskInfo`) and the
+limits, and raises :class:`~conveyor.errors.ValidationError` listing every problem found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Limits
+from .errors import ValidationError
+from .model import NewJob, NewOperation, TaskInfo
+from .schema import validate
+from .tasks import NAME_RE
+
+OP_FIELDS = {"task", "args", "key", "priority", "delay_s", "max_attempts", "timeout_s"}
+JOB_FIELDS = {"operations", "queue", "metadata"}
+
+
+def request_hash(body: Any) -> str:
+    """A fingerprint of a body, independent of key order (for idempotency checks)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of ``value``, counting at most to ``limit + 1`` (no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _longest_string(value: Any) -> int:
+    longest = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            longest = max(longest, len(item))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return longest
+
+
+def _number(
+    op: Mapping[str, Any], name: str, default: float, low: float, high: float, where: str,
+    problems: list[str], *, integer: bool = False,
+) -> float:
+    value = op.get(name, default)
+    if value is None:
+        return default
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        problems.append(f"{where}.{name}: expected {'integer' if integer else 'number'}")
+        return default
+    if not low <= value <= high:
+        problems.append(f"{where}.{name}: must be between {low:g} and {high:g}")
+        return default
+    return value
+
+
+def _operation(
+    raw: Any, where: str, tasks: Mapping[str, TaskInfo], limits: Limits, problems: list[str]
+) -> NewOperation | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected an object")
+        return None
+    for name in sorted(set(raw) - OP_FIELDS):
+        problems.append(f"{where}.{name}: unknown field (allowed: {', '.join(sorted(OP_FIELDS))})")
+    name = raw.get("task")
+    info = tasks.get(name) if isinstance(name, str) else None
+    if not isinstance(name, str) or not name:
+        problems.append(f"{where}.task: required, a task name")
+    elif info is None:
+        problems.append(f"{where}.task: unknown task {name!r}")
+    args = raw.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        problems.append(f"{where}.args: expected an object of named arguments")
+        args = {}
+    elif len(json.dumps(args)) > limits.max_args_bytes:
+        problems.append(f"{where}.args: larger than {limits.max_args_bytes} bytes")
+    elif info is not None:
+        problems.extend(validate(args, info.schema, f"{where}.args"))
+    key = raw.get("key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= limits.max_key_length):
+        problems.append(f"{where}.key: expected a string of 1 to {limits.max_key_length} characters")
+        key = None
+    default_attempts = info.max_attempts if info else 3
+    default_timeout = info.timeout_s if info else None
+    priority = _number(raw, "priority", info.priority if info else 0, -1000, 1000, where,
+                       problems, integer=True)
+    delay_s = _number(raw, "delay_s", 0.0, 0.0, limits.max_delay_s, where, problems)
+    attempts = _number(raw, "max_attempts", default_attempts, 1, limits.max_attempts_limit,
+                       where, problems, integer=True)
+    timeout = raw.get("timeout_s", default_timeout)
+    if timeout is not None:
+        timeout = _number(raw, "timeout_s", 0.0, 0.001, limits.max_timeout_s, where, problems)
+    if info is None:
+        return None
+    return NewOperation(
+        task=info.name, args=args, key=key, priority=int(priority), delay_s=float(delay_s),
+        max_attempts=int(attempts), timeout_s=float(timeout) if timeout is not None else None,
+    )
+
+
+def parse_job(
+    body: Any,
+    tasks: Mapping[str, TaskInfo],
+    limits: Limits,
+    *,
+    tenant: str = "default",
+    idempotency_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> NewJob:
+    """Validate one job body (full or the one-operation shorthand) and apply defaults."""
+    if not isinstance(body, dict):
+        raise ValidationError("a job must be a JSON object")
+    if json_depth(body, limits.max_json_depth) > limits.max_json_depth:
+        raise ValidationError(f"JSON nested deeper than {limits.max_json_depth} levels")
+    if _longest_string(body) > limits.max_string_length:
+        raise ValidationError(f"a string is longer than {limits.max_string_length} characters")
+    problems: list[str] = []
+    if "operations" in body:
+        raw_ops = body["operations"]
+        for name in sorted(set(body) - JOB_FIELDS):
+            problems.append(f"{name}: unknown field (allowed: {', '.join(sorted(JOB_FIELDS))})")
+    elif "task" in body:
+        raw_ops = [{k: v for k, v in body.items() if k not in JOB_FIELDS}]
+    else:
+        raise ValidationError("a job needs 'operations' (a list) or a 'task'")
+    if not isinstance(raw_ops, list) or not raw_ops:
+        raise ValidationError("operations: expected a non-empty list")
+    if len(raw_ops) > limits.max_operations_per_job:
+        raise ValidationError(f"operations: more than {limits.max_operations_per_job} in one job")
+    ops = [_operation(raw, f"operations[{i}]", tasks, limits, problems)
+           for i, raw in enumerate(raw_ops)]
+    queue = body.get("queue")
+    if queue is None:
+        first = tasks.get(raw_ops[0].get("task")) if isinstance(raw_ops[0], dict) and isinstance(
+            raw_ops[0].get("task"), str) else None
+        queue = first.queue if first else "default"
+    elif not isinstance(queue, str) or not NAME_RE.match(queue):
+        problems.append("queue: 1-200 characters of letters, digits and _ . : -")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        problems.append("metadata: expected an object")
+    elif len(json.dumps(metadata)) > limits.max_metadata_bytes:
+        problems.append(f"metadata: larger than {limits.max_metadata_bytes} bytes")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+        problems.append("Idempotency-Key: 1 to 255 characters")
+    if problems:
+        raise ValidationError(problems[0] if len(problems) == 1 else
+                              f"{len(problems)} problems: " + "; ".join(problems[:5]),
+                              errors=[{"detail": p} for p in problems])
+    return NewJob(
+        operations=tuple(op for op in ops if op is not None),
+        queue=queue,
+        metadata=metadata,
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(body) if idempotency_key else None,
+        headers=dict(headers or {}),
+    )
