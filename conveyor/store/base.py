@@ -1,0 +1,109 @@
+"""The store port: the durable source of truth for jobs, operations, tasks and workers.
+
+Every adapter (memory, SQLite, PostgreSQL) implements :class:`Store` and passes the
+conformance suite in :mod:`conveyor.testing.store_contract`. Methods are batch-first:
+callers group work, adapters turn a batch into one transaction.
+
+Guarantees every adapter gives:
+
+* ``insert_jobs`` returns only after the jobs are durable (committed, synced per the
+  backend's durability settings); a job is written whole or not at all.
+* Idempotency keys are unique per tenant, also under concurrent inserts: one job wins,
+  the others get ``Submitted(created=False)`` (same body) or ``conflict=True``.
+* ``claim`` hands an operation to one claimer at a time, respects per-key order (see
+  :mod:`conveyor.model`), priority (higher first) then submission order, and ``run_at``.
+* ``complete_many`` and ``extend_leases`` are fenced: they act only on the lease with the
+  given token, still ``running``; anything else is ignored and reported as not accepted.
+* Times (``run_at``, leases) come from the store's clock, never the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..model import (
+    Claim,
+    Job,
+    JobFilter,
+    Lease,
+    LeaseState,
+    NewJob,
+    Operation,
+    OpFilter,
+    Outcome,
+    QueueStats,
+    Submitted,
+    TaskInfo,
+)
+
+
+class Store(Protocol):
+    """Durable state. All methods may raise :class:`conveyor.errors.StoreUnavailable`."""
+
+    # lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect and check the schema version (raises ``SchemaMismatch`` if unknown)."""
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> int:
+        """Bring the schema to the latest version; returns that version. Idempotent."""
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers a trivial query."""
+
+    async def now(self) -> float:
+        """The store's clock, Unix seconds (leases and schedules are measured by it)."""
+
+    # submission and reads --------------------------------------------------------------
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """Insert jobs with their operations in one transaction; one answer per job."""
+
+    async def get_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        """The jobs that exist (and belong to ``tenant`` when given), in any order."""
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        """Newest first; ``flt.after`` is the id of the last job of the previous page."""
+
+    async def list_operations(self, flt: OpFilter) -> list[Operation]:
+        """Operations in ``seq`` order after ``flt.after_seq``."""
+
+    async def cancel_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        """Cancel what has not finished: waiting operations become ``cancelled`` at once,
+        running ones get ``cancel_requested``. Returns the ids of jobs that exist."""
+
+    async def replay(self, flt: OpFilter) -> list[str]:
+        """Move ``dead`` operations matching ``flt`` back to ``queued`` with zero attempts;
+        returns their ids."""
+
+    async def stats(self, tenant: str | None = None) -> list[QueueStats]:
+        """Per-queue counts by state, oldest ready age and recent throughput."""
+
+    # worker side -----------------------------------------------------------------------
+    async def claim(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float
+    ) -> list[Claim]:
+        """Lease up to ``limit`` ready operations of ``queues`` (see ordering above)."""
+
+    async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
+        """Lease the given operations if they are waiting and due (transports that deliver
+        ids themselves, like Kafka, use this; the transport is responsible for order)."""
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[LeaseState]:
+        """Heartbeat: extend the leases still held; report lost ones and cancel requests."""
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record outcomes in one transaction; ``False`` where the lease was not current."""
+
+    async def release(self, leases: Sequence[Lease]) -> int:
+        """Give leases back without counting the attempt (graceful shutdown)."""
+
+    async def rescue_expired(self, limit: int) -> list[str]:
+        """Re-queue operations whose lease expired (``dead`` if attempts are spent).
+        Safe to run from several processes at once."""
+
+    # registry --------------------------------------------------------------------------
+    async def upsert_tasks(self, tasks: Sequence[TaskInfo]) -> None: ...
+
+    async def list_tasks(self) -> list[TaskInfo]: ...

@@ -1,0 +1,118 @@
+"""Turning stored rows into model objects; shared by the SQL adapters (pure code)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..model import (
+    Claim,
+    ErrorInfo,
+    Job,
+    JobStatus,
+    Operation,
+    OpStatus,
+    TaskInfo,
+)
+
+
+def _json(value: Any, default: Any = None) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, (str, bytes, bytearray)):
+        return json.loads(value)
+    return value  # already decoded by the driver (e.g. PostgreSQL jsonb)
+
+
+def _time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
+def operation(row: Mapping[str, Any]) -> Operation:
+    return Operation(
+        id=str(row["id"]),
+        job_id=str(row["job_id"]),
+        seq=int(row["seq"]),
+        queue=row["queue"],
+        task=row["task"],
+        args=_json(row["args"], {}),
+        key=row["key"],
+        priority=int(row["priority"]),
+        status=OpStatus(row["status"]),
+        attempts=int(row["attempts"]),
+        max_attempts=int(row["max_attempts"]),
+        timeout_s=row["timeout_s"],
+        result=_json(row["result"]),
+        error=ErrorInfo.from_json(_json(row["error"])),
+        created_at=_time(row["created_at"]) or 0.0,
+        run_at=_time(row["run_at"]) or 0.0,
+        started_at=_time(row["started_at"]),
+        finished_at=_time(row["finished_at"]),
+        worker_id=row["worker_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def jobs(job_rows: Iterable[Mapping[str, Any]], op_rows: Iterable[Mapping[str, Any]]) -> list[Job]:
+    """Assemble jobs from their rows and their operations' rows (any order)."""
+    ops: dict[str, list[Operation]] = {}
+    for row in op_rows:
+        op = operation(row)
+        ops.setdefault(op.job_id, []).append(op)
+    out = []
+    for row in job_rows:
+        job_ops = sorted(ops.get(str(row["id"]), []), key=lambda o: o.seq)
+        out.append(
+            Job(
+                id=str(row["id"]),
+                queue=row["queue"],
+                tenant=row["tenant"],
+                status=JobStatus(row["status"]),
+                metadata=_json(row["metadata"], {}),
+                created_at=_time(row["created_at"]) or 0.0,
+                operations=tuple(job_ops),
+                idempotency_key=row["idempotency_key"],
+            )
+        )
+    return out
+
+
+def claim(row: Mapping[str, Any]) -> Claim:
+    return Claim(
+        op_id=str(row["id"]),
+        job_id=str(row["job_id"]),
+        queue=row["queue"],
+        task=row["task"],
+        args=_json(row["args"], {}),
+        key=row["key"],
+        attempt=int(row["attempts"]),
+        max_attempts=int(row["max_attempts"]),
+        timeout_s=row["timeout_s"],
+        lease_token=int(row["lease_token"]),
+        created_at=_time(row["created_at"]) or 0.0,
+        headers=_json(row["headers"], {}),
+    )
+
+
+def claims_in_order(rows: Iterable[Mapping[str, Any]]) -> list[Claim]:
+    """Claims by priority (high first), then submission order."""
+    ordered = sorted(rows, key=lambda r: (-int(r["priority"]), int(r["seq"])))
+    return [claim(r) for r in ordered]
+
+
+def task_info(row: Mapping[str, Any]) -> TaskInfo:
+    return TaskInfo(
+        name=row["name"],
+        queue=row["queue"],
+        schema=_json(row["schema"], {}),
+        kind=row["kind"],
+        max_attempts=int(row["max_attempts"]),
+        timeout_s=row["timeout_s"],
+        priority=int(row["priority"]),
+        doc=row["doc"] or "",
+    )

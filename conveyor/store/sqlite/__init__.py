@@ -1,0 +1,444 @@
+"""SQLite store: the embedded tier's source of truth (one file, WAL mode).
+
+Durability: every write commits before its method returns; with ``synchronous=FULL``
+(the default) the commit is fsynced, so an acknowledged submission survives ``kill -9``
+and power loss. Several processes may share one file: writes take SQLite's write lock
+(``BEGIN IMMEDIATE``), so claims stay exclusive across processes.
+
+Concurrency inside a process: all writes run on one thread with one connection, reads on
+another; concurrent ``insert_jobs`` calls are merged into one transaction (group commit),
+each caller still learning its own answer only after that transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ...errors import SchemaMismatch, StoreUnavailable
+from ...model import (
+    Claim,
+    Job,
+    JobFilter,
+    Lease,
+    LeaseState,
+    NewJob,
+    Operation,
+    OpFilter,
+    OpStatus,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    Submitted,
+    TaskInfo,
+    new_id,
+)
+from .. import rows
+from ..sqlfile import load_blocks, migrations
+
+T = TypeVar("T")
+_SQL = load_blocks(__name__ + ".sql", "queries.sql")
+_MIGRATIONS = migrations(__name__ + ".sql")
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+_COMPLETE = {
+    OutcomeKind.SUCCEEDED: _SQL["complete_succeeded"],
+    OutcomeKind.RETRY: _SQL["complete_retry"],
+    OutcomeKind.DEAD: _SQL["complete_dead"],
+    OutcomeKind.CANCELLED: _SQL["complete_cancelled"],
+}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SQLiteStore:
+    """The :class:`~conveyor.store.base.Store` port on a SQLite file."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous.upper()
+        self._clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-w")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-r")
+        self._local = threading.local()
+        self._pending: list[tuple[Sequence[NewJob], asyncio.Future[list[Submitted]]]] = []
+        self._flushing = False
+
+    # connections -----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+        return conn
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._writer, self._transaction, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._reader, lambda: fn(self._conn(), *args))
+
+    def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        version = await self._read(self._schema_version)
+        if version != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"{self.path} has schema version {version}, this Conveyor needs "
+                f"{SCHEMA_VERSION}: run `conveyor migrate --store sqlite:///{self.path}`"
+            )
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int:
+        try:
+            row = conn.execute(_SQL["schema_version"]).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    async def close(self) -> None:
+        def close_local() -> None:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+
+        for executor in (self._writer, self._reader):
+            await asyncio.get_running_loop().run_in_executor(executor, close_local)
+
+    async def migrate(self) -> int:
+        def apply(conn: sqlite3.Connection) -> int:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = self._schema_version(conn)
+            if current > SCHEMA_VERSION:
+                raise SchemaMismatch(
+                    f"{self.path} has schema version {current}, newer than this Conveyor "
+                    f"({SCHEMA_VERSION}); upgrade Conveyor"
+                )
+            for version, sql in _MIGRATIONS:
+                if version > current:
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            return SCHEMA_VERSION
+
+        return await self._write(apply)
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def now(self) -> float:
+        return self._clock()
+
+    # submission ------------------------------------------------------------------------
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """Queue the jobs for the next group commit and wait for their answers."""
+        future: asyncio.Future[list[Submitted]] = asyncio.get_running_loop().create_future()
+        self._pending.append((jobs, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    answers = await self._write(self._insert_all, [jobs for jobs, _ in batch])
+                except BaseException as exc:  # every caller of the group learns the failure
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if not future.done():
+                        future.set_result(answer)
+        finally:
+            self._flushing = False
+
+    def _insert_all(
+        self, conn: sqlite3.Connection, groups: list[Sequence[NewJob]]
+    ) -> list[list[Submitted]]:
+        now = self._clock()
+        return [[self._insert_one(conn, job, now) for job in jobs] for jobs in groups]
+
+    def _insert_one(self, conn: sqlite3.Connection, job: NewJob, now: float) -> Submitted:
+        cur = conn.execute(
+            _SQL["insert_job"],
+            {
+                "id": job.id, "tenant": job.tenant, "queue": job.queue,
+                "metadata": _dumps(job.metadata), "headers": _dumps(job.headers),
+                "idempotency_key": job.idempotency_key, "request_hash": job.request_hash,
+                "now": now,
+            },
+        )
+        if cur.rowcount == 0:
+            row = conn.execute(
+                _SQL["find_idempotent"],
+                {"tenant": job.tenant, "idempotency_key": job.idempotency_key},
+            ).fetchone()
+            if row is None:  # a primary-key clash: ids are random, so this is a bug upstream
+                raise sqlite3.IntegrityError(f"job id {job.id} already exists")
+            same = row["request_hash"] == job.request_hash
+            return Submitted(row["id"], created=False, conflict=not same)
+        headers = _dumps(job.headers)
+        conn.executemany(
+            _SQL["insert_operation"],
+            [
+                {
+                    "id": new_id(), "job_id": job.id, "tenant": job.tenant, "queue": job.queue,
+                    "task": op.task, "args": _dumps(op.args), "key": op.key,
+                    "priority": op.priority,
+                    "status": (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value,
+                    "max_attempts": op.max_attempts, "timeout_s": op.timeout_s, "now": now,
+                    "run_at": now + op.delay_s, "headers": headers,
+                }
+                for op in job.operations
+            ],
+        )
+        return Submitted(job.id, created=True)
+
+    # reads -----------------------------------------------------------------------------
+    @staticmethod
+    def _with_operations(conn: sqlite3.Connection, job_rows: list[sqlite3.Row]) -> list[Job]:
+        ids = _dumps([row["id"] for row in job_rows])
+        op_rows = conn.execute(_SQL["operations_of_jobs"], {"ids": ids}).fetchall()
+        return rows.jobs(job_rows, op_rows)
+
+    async def get_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        def read(conn: sqlite3.Connection) -> list[Job]:
+            found = conn.execute(
+                _SQL["select_jobs"], {"ids": _dumps(list(ids)), "tenant": tenant}
+            ).fetchall()
+            return self._with_operations(conn, found)
+
+        return await self._read(read)
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        def read(conn: sqlite3.Connection) -> list[Job]:
+            found = conn.execute(
+                _SQL["list_jobs"],
+                {
+                    "tenant": flt.tenant, "status": flt.status.value if flt.status else None,
+                    "queue": flt.queue, "task": flt.task, "after": flt.after,
+                    "limit": flt.limit,
+                },
+            ).fetchall()
+            return self._with_operations(conn, found)
+
+        return await self._read(read)
+
+    @staticmethod
+    def _op_params(flt: OpFilter) -> dict[str, Any]:
+        return {
+            "tenant": flt.tenant, "status": flt.status.value if flt.status else None,
+            "queue": flt.queue, "task": flt.task, "job_id": flt.job_id,
+            "ids": _dumps(list(flt.ids)) if flt.ids is not None else None,
+        }
+
+    async def list_operations(self, flt: OpFilter) -> list[Operation]:
+        params = {**self._op_params(flt), "after_seq": flt.after_seq or 0, "limit": flt.limit}
+        found = await self._read(lambda c: c.execute(_SQL["list_operations"], params).fetchall())
+        return [rows.operation(r) for r in found]
+
+    async def stats(self, tenant: str | None = None) -> list[QueueStats]:
+        def read(conn: sqlite3.Connection) -> list[QueueStats]:
+            now = self._clock()
+            params = {"tenant": tenant, "now": now}
+            counts: dict[str, dict[str, int]] = {}
+            for row in conn.execute(_SQL["stats_counts"], params):
+                counts.setdefault(row["queue"], {s.value: 0 for s in OpStatus})[row["status"]] = (
+                    row["n"]
+                )
+            oldest = {r["queue"]: r["oldest"] for r in conn.execute(_SQL["stats_oldest_ready"],
+                                                                     params)}
+            recent = {r["queue"]: r for r in conn.execute(_SQL["stats_recent"], params)}
+            return [
+                QueueStats(
+                    queue=queue,
+                    counts=by_status,
+                    oldest_ready_age_s=max(0.0, now - oldest[queue]) if queue in oldest else None,
+                    finished_last_1m=int(recent[queue]["last_1m"] or 0) if queue in recent else 0,
+                    finished_last_5m=int(recent[queue]["last_5m"] or 0) if queue in recent else 0,
+                    failed_last_5m=int(recent[queue]["failed_5m"] or 0) if queue in recent else 0,
+                )
+                for queue, by_status in sorted(counts.items())
+            ]
+
+        return await self._read(read)
+
+    # changes by clients ----------------------------------------------------------------
+    async def cancel_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        def cancel(conn: sqlite3.Connection) -> list[str]:
+            found = [
+                r["id"]
+                for r in conn.execute(
+                    _SQL["select_jobs"], {"ids": _dumps(list(ids)), "tenant": tenant}
+                )
+            ]
+            params = {"ids": _dumps(found), "now": self._clock()}
+            conn.execute(_SQL["cancel_waiting"], params)
+            conn.execute(_SQL["cancel_running"], params)
+            conn.execute(_SQL["refresh_job_status"], params)
+            return found
+
+        return await self._write(cancel)
+
+    async def replay(self, flt: OpFilter) -> list[str]:
+        def replay(conn: sqlite3.Connection) -> list[str]:
+            found = conn.execute(
+                _SQL["replay"], {**self._op_params(flt), "now": self._clock()}
+            ).fetchall()
+            self._refresh_jobs(conn, {r["job_id"] for r in found})
+            return [r["id"] for r in found]
+
+        return await self._write(replay)
+
+    @staticmethod
+    def _refresh_jobs(conn: sqlite3.Connection, job_ids: set[str]) -> None:
+        if job_ids:
+            conn.execute(_SQL["refresh_job_status"], {"ids": _dumps(sorted(job_ids))})
+
+    # worker side -----------------------------------------------------------------------
+    async def claim(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float
+    ) -> list[Claim]:
+        params = {"queues": _dumps(list(queues)), "worker_id": worker_id, "limit": limit,
+                  "lease_s": lease_s}
+        return await self._write(self._claim, _SQL["claim"], params)
+
+    async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
+        params = {"ids": _dumps(list(op_ids)), "worker_id": worker_id, "lease_s": lease_s}
+        return await self._write(self._claim, _SQL["claim_ids"], params)
+
+    def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Claim]:
+        found = conn.execute(sql, {**params, "now": self._clock()}).fetchall()
+        if found:
+            conn.execute(_SQL["mark_jobs_running"],
+                         {"ids": _dumps(sorted({r["job_id"] for r in found}))})
+        return rows.claims_in_order(found)
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[LeaseState]:
+        def extend(conn: sqlite3.Connection) -> list[LeaseState]:
+            now = self._clock()
+            states = []
+            for lease in leases:
+                row = conn.execute(
+                    _SQL["extend_lease"],
+                    {"op_id": lease.op_id, "lease_token": lease.lease_token, "now": now,
+                     "lease_s": lease_s},
+                ).fetchone()
+                states.append(LeaseState(lease.op_id, row is not None,
+                                         bool(row and row["cancel_requested"])))
+            return states
+
+        return await self._write(extend)
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        def complete(conn: sqlite3.Connection) -> list[bool]:
+            now = self._clock()
+            accepted: list[bool] = []
+            touched: set[str] = set()
+            for out in outcomes:
+                row = conn.execute(
+                    _COMPLETE[out.kind],
+                    {
+                        "op_id": out.op_id, "lease_token": out.lease_token, "now": now,
+                        "result": _dumps(out.result),
+                        "error": _dumps(out.error.to_json()) if out.error else None,
+                        "retry_in_s": out.retry_in_s,
+                    },
+                ).fetchone()
+                accepted.append(row is not None)
+                if row is not None:
+                    touched.add(row["job_id"])
+            self._refresh_jobs(conn, touched)
+            return accepted
+
+        return await self._write(complete)
+
+    async def release(self, leases: Sequence[Lease]) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            now = self._clock()
+            released = [
+                row["job_id"]
+                for lease in leases
+                if (row := conn.execute(
+                    _SQL["release"],
+                    {"op_id": lease.op_id, "lease_token": lease.lease_token, "now": now},
+                ).fetchone()) is not None
+            ]
+            self._refresh_jobs(conn, set(released))
+            return len(released)
+
+        return await self._write(release)
+
+    async def rescue_expired(self, limit: int) -> list[str]:
+        def rescue(conn: sqlite3.Connection) -> list[str]:
+            found = conn.execute(
+                _SQL["rescue_expired"], {"now": self._clock(), "limit": limit}
+            ).fetchall()
+            self._refresh_jobs(conn, {r["job_id"] for r in found})
+            return [r["id"] for r in found]
+
+        return await self._write(rescue)
+
+    # registry --------------------------------------------------------------------------
+    async def upsert_tasks(self, tasks: Sequence[TaskInfo]) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.executemany(
+                _SQL["upsert_task"],
+                [{**t.to_json(), "schema": _dumps(t.schema), "now": now} for t in tasks],
+            )
+
+        await self._write(upsert)
+
+    async def list_tasks(self) -> list[TaskInfo]:
+        found = await self._read(lambda c: c.execute(_SQL["list_tasks"]).fetchall())
+        return [rows.task_info(r) for r in found]
+
+
+__all__ = ["SQLiteStore", "SCHEMA_VERSION"]

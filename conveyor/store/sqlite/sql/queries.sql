@@ -1,0 +1,213 @@
+-- Named statements of the SQLite store. Parameters are :named.
+
+-- name: schema_version
+SELECT version FROM schema_version;
+
+-- name: insert_job
+INSERT INTO jobs (id, tenant, queue, status, metadata, headers, idempotency_key,
+                  request_hash, created_at)
+VALUES (:id, :tenant, :queue, 'queued', :metadata, :headers, :idempotency_key,
+        :request_hash, :now)
+ON CONFLICT DO NOTHING;
+
+-- name: find_idempotent
+SELECT id, request_hash FROM jobs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
+
+-- name: insert_operation
+INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
+                        max_attempts, timeout_s, created_at, run_at, headers)
+VALUES (:id, :job_id, :tenant, :queue, :task, :args, :key, :priority, :status,
+        :max_attempts, :timeout_s, :now, :run_at, :headers);
+
+-- name: select_jobs
+SELECT * FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND (:tenant IS NULL OR tenant = :tenant);
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:status IS NULL OR status = :status)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:after IS NULL OR id < :after)
+  AND (:task IS NULL OR EXISTS (SELECT 1 FROM operations o
+                                WHERE o.job_id = jobs.id AND o.task = :task))
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: operations_of_jobs
+SELECT * FROM operations
+WHERE job_id IN (SELECT value FROM json_each(:ids))
+ORDER BY seq;
+
+-- name: list_operations
+SELECT * FROM operations
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:status IS NULL OR status = :status)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:task IS NULL OR task = :task)
+  AND (:job_id IS NULL OR job_id = :job_id)
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND seq > :after_seq
+ORDER BY seq
+LIMIT :limit;
+
+-- name: refresh_job_status
+-- Derive each job's status from its operations (same rule as model.job_status).
+UPDATE jobs SET status = (
+    SELECT CASE
+        WHEN SUM(o.status NOT IN ('succeeded', 'dead', 'cancelled')) = 0 THEN
+            CASE WHEN SUM(o.status = 'dead') > 0 THEN 'failed'
+                 WHEN SUM(o.status = 'cancelled') > 0 THEN 'cancelled'
+                 ELSE 'succeeded' END
+        WHEN SUM(o.status IN ('running', 'succeeded', 'dead', 'cancelled')
+                 OR o.attempts > 0 OR o.started_at IS NOT NULL) > 0 THEN 'running'
+        ELSE 'queued' END
+    FROM operations o WHERE o.job_id = jobs.id)
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: mark_jobs_running
+UPDATE jobs SET status = 'running'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued';
+
+-- name: claim
+-- Lease ready operations: due, in the worker's queues, by priority then submission order,
+-- skipping any whose key has a running operation or an earlier waiting one.
+UPDATE operations
+SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
+    worker_id = :worker_id, started_at = :now, lease_expires_at = :now + :lease_s
+WHERE seq IN (
+    SELECT o.seq FROM operations o
+    WHERE o.queue IN (SELECT value FROM json_each(:queues))
+      AND o.status IN ('scheduled', 'queued', 'retrying')
+      AND o.run_at <= :now
+      AND (o.key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM operations p
+            WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
+              AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
+              AND (p.status = 'running' OR p.seq < o.seq)))
+    ORDER BY o.priority DESC, o.seq
+    LIMIT :limit)
+RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
+          lease_token, created_at, headers, priority, seq;
+
+-- name: claim_ids
+UPDATE operations
+SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
+    worker_id = :worker_id, started_at = :now, lease_expires_at = :now + :lease_s
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND status IN ('scheduled', 'queued', 'retrying') AND run_at <= :now
+RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
+          lease_token, created_at, headers, priority, seq;
+
+-- name: extend_lease
+UPDATE operations SET lease_expires_at = :now + :lease_s
+WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
+RETURNING cancel_requested;
+
+-- name: complete_succeeded
+UPDATE operations
+SET status = 'succeeded', result = :result, error = NULL, finished_at = :now,
+    lease_expires_at = NULL
+WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
+RETURNING job_id;
+
+-- name: complete_retry
+-- A retry of an operation whose job was cancelled meanwhile ends it cancelled.
+UPDATE operations
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'retrying' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
+    error = :error, run_at = :now + :retry_in_s, lease_expires_at = NULL
+WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
+RETURNING job_id;
+
+-- name: complete_dead
+UPDATE operations
+SET status = 'dead', error = :error, finished_at = :now, lease_expires_at = NULL
+WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
+RETURNING job_id;
+
+-- name: complete_cancelled
+UPDATE operations
+SET status = 'cancelled', error = :error, finished_at = :now, lease_expires_at = NULL
+WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
+RETURNING job_id;
+
+-- name: release
+-- Give a lease back without counting the attempt (a cancelled one ends cancelled).
+UPDATE operations
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
+    attempts = attempts - 1, run_at = :now, worker_id = NULL, lease_expires_at = NULL
+WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
+RETURNING job_id;
+
+-- name: rescue_expired
+-- Leases that expired: run again, or dead once attempts are spent (cancelled if asked).
+UPDATE operations
+SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
+                  WHEN attempts >= max_attempts THEN 'dead'
+                  ELSE 'queued' END,
+    error = CASE WHEN cancel_requested = 0 AND attempts >= max_attempts
+                 THEN json_object('type', 'LeaseExpired', 'message',
+                      'the worker holding the lease stopped responding (attempt '
+                      || attempts || ')', 'traceback', NULL)
+                 ELSE error END,
+    finished_at = CASE WHEN cancel_requested = 1 OR attempts >= max_attempts THEN :now END,
+    run_at = :now, worker_id = NULL, lease_expires_at = NULL
+WHERE seq IN (SELECT seq FROM operations
+              WHERE status = 'running' AND lease_expires_at < :now
+              LIMIT :limit)
+RETURNING id, job_id;
+
+-- name: cancel_waiting
+UPDATE operations SET status = 'cancelled', finished_at = :now
+WHERE job_id IN (SELECT value FROM json_each(:ids))
+  AND status IN ('scheduled', 'queued', 'retrying');
+
+-- name: cancel_running
+UPDATE operations SET cancel_requested = 1
+WHERE job_id IN (SELECT value FROM json_each(:ids)) AND status = 'running';
+
+-- name: replay
+UPDATE operations
+SET status = 'queued', attempts = 0, run_at = :now, result = NULL, error = NULL,
+    started_at = NULL, finished_at = NULL, worker_id = NULL, cancel_requested = 0
+WHERE status = 'dead'
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:task IS NULL OR task = :task)
+  AND (:job_id IS NULL OR job_id = :job_id)
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+RETURNING id, job_id;
+
+-- name: stats_counts
+SELECT queue, status, COUNT(*) AS n FROM operations
+WHERE (:tenant IS NULL OR tenant = :tenant)
+GROUP BY queue, status;
+
+-- name: stats_oldest_ready
+SELECT queue, MIN(run_at) AS oldest FROM operations
+WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= :now
+  AND (:tenant IS NULL OR tenant = :tenant)
+GROUP BY queue;
+
+-- name: stats_recent
+SELECT queue,
+       SUM(finished_at >= :now - 60) AS last_1m,
+       COUNT(*) AS last_5m,
+       SUM(status = 'dead') AS failed_5m
+FROM operations
+WHERE finished_at >= :now - 300 AND (:tenant IS NULL OR tenant = :tenant)
+GROUP BY queue;
+
+-- name: upsert_task
+INSERT INTO tasks (name, queue, schema, kind, max_attempts, timeout_s, priority, doc, updated_at)
+VALUES (:name, :queue, :schema, :kind, :max_attempts, :timeout_s, :priority, :doc, :now)
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, schema = excluded.schema, kind = excluded.kind,
+    max_attempts = excluded.max_attempts, timeout_s = excluded.timeout_s,
+    priority = excluded.priority, doc = excluded.doc, updated_at = excluded.updated_at;
+
+-- name: list_tasks
+SELECT * FROM tasks ORDER BY name;
