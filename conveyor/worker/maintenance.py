@@ -1,0 +1,46 @@
+"""Background upkeep that any worker may run: rescuing operations of dead workers.
+
+Several workers run the rescuer at once; the store makes each rescue a single guarded
+update, so an expired lease is re-queued exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..errors import StoreUnavailable
+from ..store.base import Store
+from ..transport.base import Transport
+
+log = logging.getLogger("conveyor.maintenance")
+
+
+class Rescuer:
+    """Every ``interval_s``, re-queue operations whose lease expired (their worker died or
+    stalled); a killed worker's operation runs again after ``lease_s + interval_s``."""
+
+    def __init__(self, store: Store, transport: Transport, interval_s: float,
+                 batch: int = 1000) -> None:
+        self._store = store
+        self._transport = transport
+        self._interval_s = interval_s
+        self._batch = batch
+
+    async def run_once(self) -> list[str]:
+        rescued = await self._store.rescue_expired(self._batch)
+        if rescued:
+            log.info("rescued %d operations whose lease expired", len(rescued))
+            await self._transport.wake()
+        return rescued
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await self.run_once()
+            except StoreUnavailable as exc:
+                log.warning("rescuer: store unavailable (%s)", exc)
+            try:
+                await asyncio.wait_for(stopping.wait(), self._interval_s)
+            except TimeoutError:
+                pass

@@ -1,0 +1,310 @@
+"""The worker: receives leased operations, runs them, and records each outcome once.
+
+Guarantees, with the store's fencing:
+
+* Every attempt's outcome is written with its lease token; a late outcome of a lease that
+  was lost (a stall, a partition) is refused by the store, never recorded twice.
+* Leases of in-flight operations are renewed every ``lease_s / 3``; an operation whose
+  lease is lost, or whose job is cancelled, is interrupted.
+* ``def`` tasks run on the process pool and are killed at ``timeout_s``; ``async def``
+  tasks run on the event loop and are cancelled at ``timeout_s``. Either way the attempt
+  fails with ``TaskTimeout`` and follows the retry policy.
+* On stop, no new work is taken; in-flight operations get ``shutdown_grace_s`` to finish,
+  the rest are interrupted and their leases released, so they run again at once elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from ..config import Config
+from ..errors import StoreUnavailable, TaskTimeout
+from ..model import Claim, Lease, Outcome, new_id
+from ..retry import Failure, RetryPolicy, classify
+from ..store.base import Store
+from ..tasks import Context, Registry, TaskSpec
+from ..transport.base import Transport
+from .maintenance import Rescuer
+from .pool import PoolTaskError, ProcessPool
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass
+class _InFlight:
+    claim: Claim
+    task: asyncio.Task[None] | None = None
+    interrupt: str | None = None  # "cancelled" | "lost" | "shutdown"
+
+
+@dataclass
+class WorkerCounters:
+    """Totals since start, for the registry and metrics."""
+
+    started: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    fenced_out: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker process's runtime. ``run`` until ``request_stop``."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        transport: Transport,
+        registry: Registry,
+        *,
+        policy: RetryPolicy | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.registry = registry
+        self.policy = policy or RetryPolicy(config.retry_base_s, config.retry_cap_s)
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self.queues = list(config.queues) or sorted({"default", *registry.queues()})
+        self.counters = WorkerCounters()
+        self.pool: ProcessPool | None = None
+        self._inflight: dict[str, _InFlight] = {}
+        self._capacity = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._outcomes: list[tuple[Outcome, Claim]] = []
+        self._outcomes_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._rescuer = Rescuer(store, transport, config.rescue_interval_s)
+
+    # lifecycle -------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop taking work; ``run`` returns once in-flight work is finished or released."""
+        self._stopping.set()
+        self._capacity.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def publish_tasks(self) -> None:
+        """Publish this worker's tasks and schemas so API processes can validate them."""
+        await self.store.upsert_tasks(self.registry.infos())
+
+    async def run(self) -> None:
+        await self._until_store_answers(self.publish_tasks)
+        if any(not spec.is_async for spec in self.registry):
+            self.pool = ProcessPool(self.config.processes, self.config.tasks)
+            await self.pool.start()
+        await self.transport.start(self.queues, self.id)
+        log.info("worker %s serving queues %s", self.id, ",".join(self.queues))
+        self._flusher = asyncio.create_task(self._flush_outcomes())
+        background = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._rescuer.run(self._stopping)),
+        ]
+        try:
+            await self._receive_loop()
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            self._outcomes_ready.set()
+            self._stopping.set()
+            if self._flusher is not None:
+                await self._flusher
+            if self.pool is not None:
+                await self.pool.close()
+            await self.transport.close()
+            log.info("worker %s stopped", self.id)
+
+    async def _until_store_answers(self, action: object) -> None:
+        delay_s = 0.2
+        while not self._stopping.is_set():
+            try:
+                await action()  # type: ignore[operator]
+                return
+            except StoreUnavailable as exc:
+                log.warning("store unavailable (%s); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
+    # receiving -------------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        backoff_s = 0.2
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._inflight)
+            if free <= 0:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            try:
+                claims = await self.transport.receive(
+                    min(free, self.config.claim_batch), self.config.lease_s, wait_s=1.0
+                )
+                backoff_s = 0.2
+            except StoreUnavailable as exc:
+                log.warning("cannot receive work (%s); retrying in %.1f s", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+                continue
+            for claim in claims:
+                entry = _InFlight(claim)
+                self._inflight[claim.op_id] = entry
+                entry.task = asyncio.create_task(self._attempt(entry))
+            self.counters.started += len(claims)
+
+    async def _drain(self) -> None:
+        """Shutdown: let in-flight work finish within the grace period, release the rest."""
+        tasks = [e.task for e in self._inflight.values() if e.task is not None]
+        if tasks:
+            log.info("waiting up to %.0f s for %d operations", self.config.shutdown_grace_s,
+                     len(tasks))
+            await asyncio.wait(tasks, timeout=self.config.shutdown_grace_s)
+        leftover = list(self._inflight.values())
+        for entry in leftover:
+            entry.interrupt = "shutdown"
+            if entry.task is not None:
+                entry.task.cancel()
+        await asyncio.gather(*(e.task for e in leftover if e.task), return_exceptions=True)
+        if leftover:
+            claims = [e.claim for e in leftover]
+            try:
+                released = await self.store.release([Lease(c.op_id, c.lease_token) for c in claims])
+                await self.transport.ack(claims)
+                log.info("released %d operations to run again elsewhere", released)
+            except StoreUnavailable as exc:
+                log.warning("could not release leases (%s); they expire by themselves", exc)
+
+    # running one attempt ---------------------------------------------------------------
+    async def _attempt(self, entry: _InFlight) -> None:
+        claim = entry.claim
+        spec = self.registry.get(claim.task)
+        try:
+            if spec is None:
+                raise LookupError(f"this worker does not know task {claim.task!r}")
+            result = await self._execute(spec, claim)
+            outcome = Outcome.succeeded(claim, result)
+        except asyncio.CancelledError:
+            if entry.interrupt == "cancelled":
+                outcome = Outcome.cancelled(claim)
+            else:  # lost lease or shutdown: someone else owns the outcome now
+                self._finish(claim.op_id)
+                if entry.interrupt is None:
+                    raise
+                return
+        except PoolTaskError as exc:
+            outcome = self._failed(claim, exc.failure)
+        except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
+            permanent = spec.options.permanent if spec else ()
+            outcome = self._failed(claim, classify(exc, permanent))
+        self._record(outcome, claim)
+
+    async def _execute(self, spec: TaskSpec, claim: Claim) -> object:
+        ctx = Context(claim.op_id, claim.job_id, claim.queue, claim.key, claim.attempt,
+                      claim.max_attempts)
+        if not spec.is_async:
+            assert self.pool is not None
+            return await self.pool.run(spec.name, claim.args, ctx, claim.timeout_s)
+        kwargs = dict(claim.args)
+        if spec.context_param:
+            kwargs[spec.context_param] = ctx
+        try:
+            return await asyncio.wait_for(spec.fn(**kwargs), claim.timeout_s)
+        except TimeoutError:
+            raise TaskTimeout(f"{spec.name} ran past its timeout of {claim.timeout_s:g} s") from None
+
+    def _failed(self, claim: Claim, failure: Failure) -> Outcome:
+        decision = self.policy.decide(failure, claim.attempt, claim.max_attempts)
+        if decision.retry_in_s is None:
+            return Outcome.dead(claim, failure.error)
+        return Outcome.retry(claim, failure.error, decision.retry_in_s)
+
+    def _record(self, outcome: Outcome, claim: Claim) -> None:
+        self._outcomes.append((outcome, claim))
+        self._outcomes_ready.set()
+
+    def _finish(self, op_id: str) -> None:
+        self._inflight.pop(op_id, None)
+        self._capacity.set()
+
+    # recording outcomes (batched) ------------------------------------------------------
+    async def _flush_outcomes(self) -> None:
+        """Write outcomes in batches: everything that finished while the last batch was
+        being written goes in the next one. Writes are retried until the store answers."""
+        while True:
+            await self._outcomes_ready.wait()
+            self._outcomes_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                await self._write_outcomes(batch)
+            elif self._stopping.is_set() and not self._inflight:
+                return
+
+    async def _write_outcomes(self, batch: list[tuple[Outcome, Claim]]) -> None:
+        delay_s = 0.1
+        while True:
+            try:
+                accepted = await self.store.complete_many([o for o, _ in batch])
+                break
+            except StoreUnavailable as exc:
+                log.warning("cannot record %d outcomes (%s); retrying", len(batch), exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+        for (outcome, claim), ok in zip(batch, accepted, strict=True):
+            self._count(outcome, ok)
+            self._finish(claim.op_id)
+        await self.transport.ack([c for _, c in batch])
+        await self.transport.wake()  # finished keys may have unblocked their successors
+
+    def _count(self, outcome: Outcome, accepted: bool) -> None:
+        if not accepted:
+            self.counters.fenced_out += 1
+            return
+        name = outcome.kind.value
+        self.counters.by_outcome[name] = self.counters.by_outcome.get(name, 0) + 1
+        if name == "succeeded":
+            self.counters.succeeded += 1
+        elif name == "retry":
+            self.counters.retried += 1
+        elif name == "dead":
+            self.counters.dead += 1
+        else:
+            self.counters.cancelled += 1
+
+    # heartbeats ------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        interval_s = self.config.lease_s / 3
+        while True:
+            await asyncio.sleep(interval_s)
+            entries = [e for e in self._inflight.values() if e.interrupt is None]
+            if not entries:
+                continue
+            try:
+                states = await self.store.extend_leases(
+                    [Lease(e.claim.op_id, e.claim.lease_token) for e in entries],
+                    self.config.lease_s,
+                )
+            except StoreUnavailable as exc:
+                log.warning("heartbeat failed (%s)", exc)
+                continue
+            for entry, state in zip(entries, states, strict=True):
+                if not state.held:
+                    self._interrupt(entry, "lost")
+                elif state.cancel_requested:
+                    self._interrupt(entry, "cancelled")
+
+    @staticmethod
+    def _interrupt(entry: _InFlight, reason: str) -> None:
+        if entry.interrupt is None and entry.task is not None and not entry.task.done():
+            entry.interrupt = reason
+            entry.task.cancel()
+
