@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run it.
+#
+#   scripts/test.sh            the whole suite
+#   scripts/test.sh tests/unit any pytest arguments narrow it
+#
+# Idempotent: a second run reuses the installed packages and running services.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+log "installing conveyor with its test dependencies"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres]"
+
+export CONVEYOR_ARTIFACTS="${CONVEYOR_ARTIFACTS:-$PWD/artifacts}"
+mkdir -p "$CONVEYOR_ARTIFACTS"
+
+if [ -x scripts/postgres.sh ]; then
+  log "starting PostgreSQL"
+  CONVEYOR_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"
+  export CONVEYOR_TEST_POSTGRES_URL
+  log "PostgreSQL at $CONVEYOR_TEST_POSTGRES_URL"
+fi
+
+log "running the tests"
+status=0
+python3 -m pytest "${@:-tests}" || status=$?
+if [ "$status" -eq 5 ]; then
+  log "pytest collected no tests"
+fi
+exit "$status"
