@@ -62,11 +62,12 @@ def power(base: Number, exp: Number) -> Number:
     if isinstance(base, int) and isinstance(exp, int) and exp >= 0:
         if base not in (0, 1, -1) and exp * max(1, abs(base).bit_length()) > MAX_RESULT_BITS:
             raise Fail(f"result too large: more than {MAX_RESULT_BITS} bits")
-        return base**exp
+        exact: int = base**exp
+        return exact
     if base == 0 and exp < 0:
         raise Fail("invalid domain: 0 cannot be raised to a negative power")
     try:
-        result = float(base) ** float(exp)
+        result: float | complex = float(base) ** float(exp)
     except OverflowError as exc:
         raise Fail("result too large for a float") from exc
     if isinstance(result, complex):

@@ -17,8 +17,10 @@ flag at the next heartbeat, interrupts the attempt and records ``cancelled``.
 
 Per-key order: an operation with a key is claimable only when no earlier operation (lower
 ``seq``) of the same queue and key is ``queued``, ``scheduled``, ``retrying`` or ``running``.
-A ``dead`` operation does not block its key: later operations go ahead, and a replayed
-operation runs after whatever is open on its key at that moment.
+A running operation of the key blocks every other one of it, whatever its ``seq``. A
+``dead`` operation does not block its key: later operations go ahead. A replayed operation
+keeps its ``seq``: it waits for a running operation of its key, then runs before the key's
+later waiting operations. Keys are scoped to a queue (not to a tenant).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ JSON = Any
 """A value that survives ``json.dumps``/``json.loads`` unchanged."""
 
 
-class OpStatus(str, enum.Enum):
+class OpStatus(enum.StrEnum):
     """The state of one operation; see the module docstring for the machine."""
 
     SCHEDULED = "scheduled"
@@ -56,7 +58,7 @@ OPEN = WAITING | {OpStatus.RUNNING}
 """States that hold back later operations of the same key."""
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """A job's status, derived from its operations by :func:`job_status`."""
 
     QUEUED = "queued"
@@ -236,7 +238,7 @@ class Claim:
     """Transport bookkeeping (e.g. a Kafka partition and offset); opaque to the worker."""
 
 
-class OutcomeKind(str, enum.Enum):
+class OutcomeKind(enum.StrEnum):
     SUCCEEDED = "succeeded"
     RETRY = "retry"
     DEAD = "dead"
@@ -263,7 +265,8 @@ class Outcome:
 
     @classmethod
     def retry(cls, claim: Claim, error: ErrorInfo, retry_in_s: float) -> Outcome:
-        return cls(claim.op_id, claim.lease_token, OutcomeKind.RETRY, error=error, retry_in_s=retry_in_s)
+        return cls(claim.op_id, claim.lease_token, OutcomeKind.RETRY, error=error,
+                   retry_in_s=retry_in_s)
 
     @classmethod
     def dead(cls, claim: Claim, error: ErrorInfo) -> Outcome:

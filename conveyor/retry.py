@@ -30,7 +30,10 @@ class Failure:
 
 
 def classify(
-    exc: BaseException, permanent: tuple[type[BaseException], ...] = (), *, with_traceback: bool = True
+    exc: BaseException,
+    permanent: tuple[type[BaseException], ...] = (),
+    *,
+    with_traceback: bool = True,
 ) -> Failure:
     """``Fail`` and the task's declared ``permanent`` types are permanent; ``Retry`` may carry
     its own delay; anything else is an ordinary, retryable failure."""
@@ -67,8 +70,8 @@ class RetryPolicy:
 
     def backoff_s(self, attempt: int) -> float:
         """The jittered delay after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.cap_s, self.base_s * (2 ** max(0, attempt - 1)))
-        return ceiling * self.rand()
+        ceiling = min(self.cap_s, self.base_s * (2 ** min(max(0, attempt - 1), 62)))
+        return float(ceiling * self.rand())
 
     def decide(self, failure: Failure, attempt: int, max_attempts: int) -> Decision:
         """Dead when the failure is permanent or attempts are spent; else retry, after the

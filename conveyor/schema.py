@@ -96,7 +96,13 @@ def validate(value: Any, schema: dict[str, Any], path: str = "args") -> list[str
     """Problems with ``value`` against ``schema``, each naming the offending path."""
     problems: list[str] = []
     if "anyOf" in schema:
-        if all(validate(value, sub, path) for sub in schema["anyOf"]):
+        results = [(sub, validate(value, sub, path)) for sub in schema["anyOf"]]
+        if all(found for _, found in results):
+            # Report the alternative of the value's own type, if any, for a precise message.
+            same_type = [found for sub, found in results
+                         if _TYPE_CHECKS.get(sub.get("type", ""), lambda v: False)(value)]
+            if same_type:
+                return same_type[0]
             kinds = ", ".join(sub.get("type", "any") for sub in schema["anyOf"])
             problems.append(f"{path}: expected one of [{kinds}], got {_kind(value)}")
         return problems

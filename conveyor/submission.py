@@ -74,7 +74,7 @@ def _number(
     if not low <= value <= high:
         problems.append(f"{where}.{name}: must be between {low:g} and {high:g}")
         return default
-    return value
+    return float(value)
 
 
 def _operation(
@@ -103,7 +103,9 @@ def _operation(
         problems.extend(validate(args, info.schema, f"{where}.args"))
     key = raw.get("key")
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= limits.max_key_length):
-        problems.append(f"{where}.key: expected a string of 1 to {limits.max_key_length} characters")
+        problems.append(
+            f"{where}.key: expected a string of 1 to {limits.max_key_length} characters"
+        )
         key = None
     default_attempts = info.max_attempts if info else 3
     default_timeout = info.timeout_s if info else None
@@ -112,9 +114,10 @@ def _operation(
     delay_s = _number(raw, "delay_s", 0.0, 0.0, limits.max_delay_s, where, problems)
     attempts = _number(raw, "max_attempts", default_attempts, 1, limits.max_attempts_limit,
                        where, problems, integer=True)
-    timeout = raw.get("timeout_s", default_timeout)
-    if timeout is not None:
-        timeout = _number(raw, "timeout_s", 0.0, 0.001, limits.max_timeout_s, where, problems)
+    timeout = default_timeout  # an omitted or null timeout_s takes the task's default
+    if raw.get("timeout_s") is not None:
+        timeout = _number(raw, "timeout_s", default_timeout or 0.0, 0.001, limits.max_timeout_s,
+                          where, problems)
     if info is None:
         return None
     return NewOperation(
@@ -156,8 +159,8 @@ def parse_job(
            for i, raw in enumerate(raw_ops)]
     queue = body.get("queue")
     if queue is None:
-        first = tasks.get(raw_ops[0].get("task")) if isinstance(raw_ops[0], dict) and isinstance(
-            raw_ops[0].get("task"), str) else None
+        first_task = raw_ops[0].get("task") if isinstance(raw_ops[0], dict) else None
+        first = tasks.get(first_task) if isinstance(first_task, str) else None
         queue = first.queue if first else "default"
     elif not isinstance(queue, str) or not NAME_RE.match(queue):
         problems.append("queue: 1-200 characters of letters, digits and _ . : -")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from ..model import (
@@ -15,6 +15,9 @@ from ..model import (
     OpStatus,
     TaskInfo,
 )
+
+Row = Any
+"""A row from any driver that can be indexed by column name (sqlite3.Row, dict rows)."""
 
 
 def _json(value: Any, default: Any = None) -> Any:
@@ -33,7 +36,7 @@ def _time(value: Any) -> float | None:
     return float(value)
 
 
-def operation(row: Mapping[str, Any]) -> Operation:
+def operation(row: Row) -> Operation:
     return Operation(
         id=str(row["id"]),
         job_id=str(row["job_id"]),
@@ -58,7 +61,7 @@ def operation(row: Mapping[str, Any]) -> Operation:
     )
 
 
-def jobs(job_rows: Iterable[Mapping[str, Any]], op_rows: Iterable[Mapping[str, Any]]) -> list[Job]:
+def jobs(job_rows: Iterable[Row], op_rows: Iterable[Row]) -> list[Job]:
     """Assemble jobs from their rows and their operations' rows (any order)."""
     ops: dict[str, list[Operation]] = {}
     for row in op_rows:
@@ -82,7 +85,7 @@ def jobs(job_rows: Iterable[Mapping[str, Any]], op_rows: Iterable[Mapping[str, A
     return out
 
 
-def claim(row: Mapping[str, Any]) -> Claim:
+def claim(row: Row) -> Claim:
     return Claim(
         op_id=str(row["id"]),
         job_id=str(row["job_id"]),
@@ -99,13 +102,13 @@ def claim(row: Mapping[str, Any]) -> Claim:
     )
 
 
-def claims_in_order(rows: Iterable[Mapping[str, Any]]) -> list[Claim]:
+def claims_in_order(rows: Iterable[Row]) -> list[Claim]:
     """Claims by priority (high first), then submission order."""
     ordered = sorted(rows, key=lambda r: (-int(r["priority"]), int(r["seq"])))
     return [claim(r) for r in ordered]
 
 
-def task_info(row: Mapping[str, Any]) -> TaskInfo:
+def task_info(row: Row) -> TaskInfo:
     return TaskInfo(
         name=row["name"],
         queue=row["queue"],

@@ -7,6 +7,7 @@ worker in the same process reacts at once and one in another process within ``po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from ..model import Claim
@@ -36,10 +37,8 @@ class StoreTransport:
             remaining = deadline - loop.time()
             if claims or remaining <= 0:
                 return claims
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), min(self._poll_s, remaining))
-            except TimeoutError:
-                pass
 
     async def ack(self, claims: Sequence[Claim]) -> None:
         return None

@@ -7,6 +7,7 @@ update, so an expired lease is re-queued exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from ..errors import StoreUnavailable
@@ -40,7 +41,5 @@ class Rescuer:
                 await self.run_once()
             except StoreUnavailable as exc:
                 log.warning("rescuer: store unavailable (%s)", exc)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._interval_s)
-            except TimeoutError:
-                pass

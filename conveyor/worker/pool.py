@@ -12,6 +12,7 @@ either the JSON-encoded result or a :class:`~conveyor.retry.Failure`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -56,7 +57,7 @@ def _child_main(conn: multiprocessing.connection.Connection, modules: Sequence[s
                 kwargs[spec.context_param] = ctx
             payload = json.dumps(spec.fn(**kwargs))
             reply: tuple[str, Any] = ("ok", payload)
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported, not raised
+        except BaseException as exc:
             permanent = spec.options.permanent if spec else ()
             if isinstance(exc, (TypeError, ValueError)) and "JSON serializable" in str(exc):
                 exc = TypeError(f"the result of {name} is not JSON serializable: {exc}")
@@ -102,7 +103,9 @@ class ProcessPool:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        children = await loop.run_in_executor(None, lambda: [self._spawn() for _ in range(self.size)])
+        children = await loop.run_in_executor(
+            None, lambda: [self._spawn() for _ in range(self.size)]
+        )
         for child in children:
             self._idle.put_nowait(child)
 
@@ -120,7 +123,12 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         fd = child.conn.fileno()
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+
+        def readable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
         healthy = False
         try:
             child.conn.send((name, args, ctx))
@@ -156,10 +164,8 @@ class ProcessPool:
     @staticmethod
     def _kill(child: _Child) -> None:
         if child.process.is_alive() and child.process.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         child.process.join(timeout=5)
         child.conn.close()
 
@@ -168,10 +174,8 @@ class ProcessPool:
         self._closed = True
         children, self._all = list(self._all), set()
         for child in children:
-            try:
+            with contextlib.suppress(OSError):
                 child.conn.close()
-            except OSError:
-                pass
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: [self._stop(c) for c in children])
 

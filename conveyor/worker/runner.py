@@ -203,7 +203,7 @@ class Worker:
                 return
         except PoolTaskError as exc:
             outcome = self._failed(claim, exc.failure)
-        except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
+        except Exception as exc:
             permanent = spec.options.permanent if spec else ()
             outcome = self._failed(claim, classify(exc, permanent))
         self._record(outcome, claim)
@@ -220,7 +220,9 @@ class Worker:
         try:
             return await asyncio.wait_for(spec.fn(**kwargs), claim.timeout_s)
         except TimeoutError:
-            raise TaskTimeout(f"{spec.name} ran past its timeout of {claim.timeout_s:g} s") from None
+            raise TaskTimeout(
+                f"{spec.name} ran past its timeout of {claim.timeout_s:g} s"
+            ) from None
 
     def _failed(self, claim: Claim, failure: Failure) -> Outcome:
         decision = self.policy.decide(failure, claim.attempt, claim.max_attempts)

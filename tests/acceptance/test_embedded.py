@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import os
 import time
 from pathlib import Path
@@ -120,11 +121,11 @@ def test_per_key_order_with_parallel_keys(server) -> None:
         assert op["status"] == "succeeded"
         by_key[op["key"]].append(op)
     for key, key_ops in by_key.items():
-        for earlier, later in zip(key_ops, key_ops[1:], strict=False):
+        for earlier, later in itertools.pairwise(key_ops):
             assert later["started_at"] >= earlier["finished_at"], f"key {key} overlapped"
     spans = sorted((op["started_at"], op["finished_at"], op["key"]) for op in ops)
     overlapping = any(
-        a[2] != b[2] and b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)
+        a[2] != b[2] and b[0] < a[1] for a, b in itertools.pairwise(spans)
     )
     assert overlapping, "different keys should run in parallel"
 

@@ -144,6 +144,7 @@ class SQLiteStore:
 
         for executor in (self._writer, self._reader):
             await asyncio.get_running_loop().run_in_executor(executor, close_local)
+            executor.shutdown(wait=False)
 
     async def migrate(self) -> int:
         def apply(conn: sqlite3.Connection) -> int:
@@ -441,4 +442,4 @@ class SQLiteStore:
         return [rows.task_info(r) for r in found]
 
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
