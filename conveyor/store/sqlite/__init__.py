@@ -346,9 +346,17 @@ class SQLiteStore:
     async def claim(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float
     ) -> list[Claim]:
-        params = {"queues": _dumps(list(queues)), "worker_id": worker_id, "limit": limit,
-                  "lease_s": lease_s}
-        return await self._write(self._claim, _SQL["claim"], params)
+        def claim(conn: sqlite3.Connection) -> list[Claim]:
+            claims: list[Claim] = []
+            for queue in queues:  # one indexed walk per queue, in the worker's queue order
+                params = {"queue": queue, "worker_id": worker_id, "lease_s": lease_s,
+                          "limit": limit - len(claims)}
+                if params["limit"] <= 0:
+                    break
+                claims.extend(self._claim(conn, _SQL["claim"], params))
+            return claims
+
+        return await self._write(claim)
 
     async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
         params = {"ids": _dumps(list(op_ids)), "worker_id": worker_id, "lease_s": lease_s}

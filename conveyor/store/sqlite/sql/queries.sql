@@ -71,14 +71,15 @@ UPDATE jobs SET status = 'running'
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued';
 
 -- name: claim
--- Lease ready operations: due, in the worker's queues, by priority then submission order,
--- skipping any whose key has a running operation or an earlier waiting one.
+-- Lease ready operations of one queue: due, by priority then submission order, skipping
+-- any whose key has a running operation or an earlier waiting one. Walks the
+-- operations_ready index in claim order, so its cost does not grow with the backlog.
 UPDATE operations
 SET status = 'running', attempts = attempts + 1, lease_token = lease_token + 1,
     worker_id = :worker_id, started_at = :now, lease_expires_at = :now + :lease_s
 WHERE seq IN (
-    SELECT o.seq FROM operations o
-    WHERE o.queue IN (SELECT value FROM json_each(:queues))
+    SELECT o.seq FROM operations o INDEXED BY operations_ready
+    WHERE o.queue = :queue
       AND o.status IN ('scheduled', 'queued', 'retrying')
       AND o.run_at <= :now
       AND (o.key IS NULL OR NOT EXISTS (
