@@ -19,11 +19,13 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import StoreUnavailable, TaskTimeout
 from ..model import Claim, Lease, Outcome, new_id
+from ..observability.metrics import Metrics
 from ..retry import Failure, RetryPolicy, classify
 from ..store.base import Store
 from ..tasks import Context, Registry, TaskSpec
@@ -39,6 +41,7 @@ class _InFlight:
     claim: Claim
     task: asyncio.Task[None] | None = None
     interrupt: str | None = None  # "cancelled" | "lost" | "shutdown"
+    started_s: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Worker:
         *,
         policy: RetryPolicy | None = None,
         worker_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -75,6 +79,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.queues = list(config.queues) or sorted({"default", *registry.queues()})
         self.counters = WorkerCounters()
+        self.metrics = metrics or Metrics()
         self.pool: ProcessPool | None = None
         self._inflight: dict[str, _InFlight] = {}
         self._capacity = asyncio.Event()
@@ -156,10 +161,16 @@ class Worker:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
+            now_s = time.time()
             for claim in claims:
                 entry = _InFlight(claim)
                 self._inflight[claim.op_id] = entry
                 entry.task = asyncio.create_task(self._attempt(entry))
+                self.metrics.operations_started.labels(claim.queue, claim.task).inc()
+                self.metrics.in_flight.labels(claim.queue).inc()
+                if claim.attempt == 1:
+                    self.metrics.start_latency.labels(claim.queue).observe(
+                        max(0.0, now_s - claim.created_at))
             self.counters.started += len(claims)
 
     async def _drain(self) -> None:
@@ -235,7 +246,9 @@ class Worker:
         self._outcomes_ready.set()
 
     def _finish(self, op_id: str) -> None:
-        self._inflight.pop(op_id, None)
+        entry = self._inflight.pop(op_id, None)
+        if entry is not None:
+            self.metrics.in_flight.labels(entry.claim.queue).dec()
         self._capacity.set()
 
     # recording outcomes (batched) ------------------------------------------------------
@@ -262,16 +275,22 @@ class Worker:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
         for (outcome, claim), ok in zip(batch, accepted, strict=True):
-            self._count(outcome, ok)
+            self._count(outcome, claim, ok)
             self._finish(claim.op_id)
         await self.transport.ack([c for _, c in batch])
         await self.transport.wake()  # finished keys may have unblocked their successors
 
-    def _count(self, outcome: Outcome, accepted: bool) -> None:
+    def _count(self, outcome: Outcome, claim: Claim, accepted: bool) -> None:
         if not accepted:
             self.counters.fenced_out += 1
+            self.metrics.outcomes_fenced.labels(claim.queue).inc()
             return
         name = outcome.kind.value
+        self.metrics.operations_finished.labels(claim.queue, claim.task, name).inc()
+        entry = self._inflight.get(claim.op_id)
+        if entry is not None:
+            self.metrics.operation_duration.labels(claim.queue, claim.task).observe(
+                time.monotonic() - entry.started_s)
         self.counters.by_outcome[name] = self.counters.by_outcome.get(name, 0) + 1
         if name == "succeeded":
             self.counters.succeeded += 1

@@ -349,10 +349,11 @@ class SQLiteStore:
         def claim(conn: sqlite3.Connection) -> list[Claim]:
             claims: list[Claim] = []
             for queue in queues:  # one indexed walk per queue, in the worker's queue order
-                params = {"queue": queue, "worker_id": worker_id, "lease_s": lease_s,
-                          "limit": limit - len(claims)}
-                if params["limit"] <= 0:
+                remaining = limit - len(claims)
+                if remaining <= 0:
                     break
+                params = {"queue": queue, "worker_id": worker_id, "lease_s": lease_s,
+                          "limit": remaining}
                 claims.extend(self._claim(conn, _SQL["claim"], params))
             return claims
 

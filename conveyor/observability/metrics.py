@@ -1,0 +1,91 @@
+"""Prometheus metrics: one :class:`Metrics` object per process, never a global registry.
+
+Names follow Prometheus conventions (``conveyor_`` prefix, ``_total`` counters, base units
+in ``_seconds``). Label values are bounded: queue and task names (tasks must be registered
+to be submitted), outcome kinds, HTTP route templates and status codes; never ids.
+
+Work done in pool processes is counted in the worker process, from the outcome it records,
+so it is counted once whatever process ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from ..model import QueueStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                      30, 60, 300)
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                     5, 10, 30, 60)
+
+
+class Metrics:
+    """Every metric Conveyor exports. API, worker and relay processes each hold one."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs_submitted = Counter(
+            "conveyor_jobs_submitted_total", "Jobs accepted (durably stored).", ["queue"],
+            registry=r)
+        self.operations_submitted = Counter(
+            "conveyor_operations_submitted_total", "Operations accepted (durably stored).",
+            ["queue"], registry=r)
+        self.operations_started = Counter(
+            "conveyor_operations_started_total", "Attempts started by workers.",
+            ["queue", "task"], registry=r)
+        self.operations_finished = Counter(
+            "conveyor_operations_finished_total",
+            "Attempts whose outcome was recorded, by outcome (succeeded, retry, dead, "
+            "cancelled).", ["queue", "task", "outcome"], registry=r)
+        self.outcomes_fenced = Counter(
+            "conveyor_outcomes_fenced_total",
+            "Outcomes refused by the store because their lease was no longer current.",
+            ["queue"], registry=r)
+        self.operation_duration = Histogram(
+            "conveyor_operation_duration_seconds", "Run time of one attempt.",
+            ["queue", "task"], buckets=DURATION_BUCKETS_S, registry=r)
+        self.start_latency = Histogram(
+            "conveyor_operation_start_latency_seconds",
+            "Time from submission to the start of the first attempt.", ["queue"],
+            buckets=LATENCY_BUCKETS_S, registry=r)
+        self.in_flight = Gauge(
+            "conveyor_operations_in_flight", "Operations this worker is running.", ["queue"],
+            registry=r)
+        self.queue_operations = Gauge(
+            "conveyor_queue_operations", "Operations in the store by queue and state.",
+            ["queue", "state"], registry=r)
+        self.queue_oldest_ready_age = Gauge(
+            "conveyor_queue_oldest_ready_age_seconds",
+            "Age of the oldest operation that is ready but not started.", ["queue"],
+            registry=r)
+        self.http_requests = Counter(
+            "conveyor_http_requests_total", "HTTP requests by route template and status.",
+            ["method", "route", "status"], registry=r)
+        self.http_duration = Histogram(
+            "conveyor_http_request_duration_seconds", "HTTP request handling time.",
+            ["method", "route"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.rejections = Counter(
+            "conveyor_rejections_total",
+            "Requests refused early, by reason (rate_limit, backpressure, body_size).",
+            ["reason"], registry=r)
+
+    def observe_queues(self, stats: Sequence[QueueStats]) -> None:
+        """Refresh the store-derived gauges (called before each scrape)."""
+        for q in stats:
+            for state, count in q.counts.items():
+                self.queue_operations.labels(q.queue, state).set(count)
+            self.queue_oldest_ready_age.labels(q.queue).set(q.oldest_ready_age_s or 0.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
