@@ -370,3 +370,35 @@ class QueueStats:
     finished_last_1m: int = 0
     finished_last_5m: int = 0
     failed_last_5m: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as registered in the store; refreshed by every heartbeat.
+
+    ``config_hash`` fingerprints the settings that must agree between workers of a queue
+    (tasks and their options, lease and retry settings), to flag configuration drift.
+    ``status`` is ``live`` or ``gone`` (stopped, or no heartbeat within the timeout).
+    """
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    version: str
+    config_hash: str
+    started_at: float
+    last_seen_at: float = 0.0
+    in_flight: int = 0
+    processed: int = 0
+    status: str = "live"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "host": self.host, "pid": self.pid, "queues": list(self.queues),
+            "concurrency": self.concurrency, "version": self.version,
+            "config_hash": self.config_hash, "started_at": self.started_at,
+            "last_seen_at": self.last_seen_at, "in_flight": self.in_flight,
+            "processed": self.processed, "status": self.status,
+        }

@@ -35,6 +35,7 @@ from ..model import (
     QueueStats,
     Submitted,
     TaskInfo,
+    WorkerInfo,
 )
 
 
@@ -107,3 +108,14 @@ class Store(Protocol):
     async def upsert_tasks(self, tasks: Sequence[TaskInfo]) -> None: ...
 
     async def list_tasks(self) -> list[TaskInfo]: ...
+
+    async def upsert_workers(self, workers: Sequence[WorkerInfo]) -> None:
+        """Register or refresh workers; ``last_seen_at`` is set from the store's clock."""
+
+    async def list_workers(self, include_gone: bool = False) -> list[WorkerInfo]:
+        """Registered workers, live ones only unless ``include_gone``, by id."""
+
+    async def expire_workers(self, timeout_s: float) -> list[str]:
+        """Mark ``gone`` the live workers not seen for ``timeout_s`` and expire the leases
+        they hold (so the rescuer re-queues their operations at once); returns their ids.
+        Safe to run from several processes at once."""

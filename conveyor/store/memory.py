@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +41,7 @@ from ..model import (
     QueueStats,
     Submitted,
     TaskInfo,
+    WorkerInfo,
     job_status,
     new_id,
 )
@@ -147,6 +149,7 @@ class MemoryStore:
         self._ops: dict[str, _Op] = {}  # insertion order is seq order
         self._idempotency: dict[tuple[str, str], str] = {}
         self._tasks: dict[str, TaskInfo] = {}
+        self._workers: dict[str, WorkerInfo] = {}
         self._seq = 0
 
     def _check_open(self) -> None:
@@ -505,6 +508,33 @@ class MemoryStore:
                          t.timeout_s, t.priority, t.doc)
                 for _, t in sorted(self._tasks.items())
             ]
+
+    async def upsert_workers(self, workers: Sequence[WorkerInfo]) -> None:
+        async with self._lock:
+            self._check_open()
+            now = self._clock()
+            for w in workers:
+                self._workers[w.id] = dataclasses.replace(w, last_seen_at=now)
+
+    async def list_workers(self, include_gone: bool = False) -> list[WorkerInfo]:
+        async with self._lock:
+            self._check_open()
+            return [w for _, w in sorted(self._workers.items())
+                    if include_gone or w.status == "live"]
+
+    async def expire_workers(self, timeout_s: float) -> list[str]:
+        async with self._lock:
+            self._check_open()
+            now = self._clock()
+            gone = [w.id for w in self._workers.values()
+                    if w.status == "live" and w.last_seen_at < now - timeout_s]
+            for worker_id in gone:
+                self._workers[worker_id] = dataclasses.replace(self._workers[worker_id],
+                                                               status="gone")
+            for op in self._ops.values():
+                if op.status is OpStatus.RUNNING and op.worker_id in gone:
+                    op.lease_expires_at = now - 0.001
+            return sorted(gone)
 
 
 __all__ = ["SCHEMA_VERSION", "MemoryStore"]

@@ -14,6 +14,7 @@ from ..model import (
     Operation,
     OpStatus,
     TaskInfo,
+    WorkerInfo,
 )
 
 Row = Any
@@ -118,4 +119,21 @@ def task_info(row: Row) -> TaskInfo:
         timeout_s=row["timeout_s"],
         priority=int(row["priority"]),
         doc=row["doc"] or "",
+    )
+
+
+def worker_info(row: Row) -> WorkerInfo:
+    return WorkerInfo(
+        id=row["id"],
+        host=row["host"],
+        pid=int(row["pid"]),
+        queues=tuple(_json(row["queues"], [])),
+        concurrency=int(row["concurrency"]),
+        version=row["version"],
+        config_hash=row["config_hash"],
+        started_at=_time(row["started_at"]) or 0.0,
+        last_seen_at=_time(row["last_seen_at"]) or 0.0,
+        in_flight=int(row["in_flight"]),
+        processed=int(row["processed"]),
+        status=row["status"],
     )

@@ -26,7 +26,8 @@ import pytest
 # The cases are imported only from here, so pytest can rewrite their asserts (values in
 # failure messages) whichever test module imports the suite first.
 pytest.register_assert_rewrite(
-    "conveyor.testing.store_contract_data", "conveyor.testing.store_contract_leases"
+    "conveyor.testing.store_contract_data", "conveyor.testing.store_contract_leases",
+    "conveyor.testing.store_contract_workers",
 )
 
 from .contract_support import (  # noqa: E402
@@ -45,9 +46,10 @@ from .contract_support import (  # noqa: E402
 )
 from .store_contract_data import StoreDataCases  # noqa: E402
 from .store_contract_leases import StoreLeaseCases  # noqa: E402
+from .store_contract_workers import StoreWorkerCases  # noqa: E402
 
 
-class StoreContract(StoreDataCases, StoreLeaseCases):
+class StoreContract(StoreDataCases, StoreLeaseCases, StoreWorkerCases):
     """Every guarantee of :class:`conveyor.store.base.Store`, as pytest test methods.
 
     Subclass it in a ``Test*`` class next to a ``store`` fixture; override ``reopen`` when

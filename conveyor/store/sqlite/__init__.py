@@ -38,6 +38,7 @@ from ...model import (
     QueueStats,
     Submitted,
     TaskInfo,
+    WorkerInfo,
     new_id,
 )
 from .. import rows
@@ -449,6 +450,33 @@ class SQLiteStore:
     async def list_tasks(self) -> list[TaskInfo]:
         found = await self._read(lambda c: c.execute(_SQL["list_tasks"]).fetchall())
         return [rows.task_info(r) for r in found]
+
+    async def upsert_workers(self, workers: Sequence[WorkerInfo]) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.executemany(
+                _SQL["upsert_worker"],
+                [{**w.to_json(), "queues": _dumps(list(w.queues)), "now": now} for w in workers],
+            )
+
+        await self._write(upsert)
+
+    async def list_workers(self, include_gone: bool = False) -> list[WorkerInfo]:
+        found = await self._read(
+            lambda c: c.execute(_SQL["list_workers"], {"include_gone": include_gone}).fetchall()
+        )
+        return [rows.worker_info(r) for r in found]
+
+    async def expire_workers(self, timeout_s: float) -> list[str]:
+        def expire(conn: sqlite3.Connection) -> list[str]:
+            now = self._clock()
+            gone = [r["id"] for r in conn.execute(
+                _SQL["expire_workers"], {"now": now, "timeout_s": timeout_s}).fetchall()]
+            if gone:
+                conn.execute(_SQL["expire_leases_of_workers"], {"now": now, "ids": _dumps(gone)})
+            return sorted(gone)
+
+        return await self._write(expire)
 
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]

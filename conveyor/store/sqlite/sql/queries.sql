@@ -212,3 +212,27 @@ ON CONFLICT (name) DO UPDATE SET
 
 -- name: list_tasks
 SELECT * FROM tasks ORDER BY name;
+
+-- name: upsert_worker
+INSERT INTO workers (id, host, pid, queues, concurrency, version, config_hash, started_at,
+                     last_seen_at, in_flight, processed, status)
+VALUES (:id, :host, :pid, :queues, :concurrency, :version, :config_hash, :started_at, :now,
+        :in_flight, :processed, :status)
+ON CONFLICT (id) DO UPDATE SET
+    queues = excluded.queues, concurrency = excluded.concurrency,
+    version = excluded.version, config_hash = excluded.config_hash,
+    last_seen_at = excluded.last_seen_at, in_flight = excluded.in_flight,
+    processed = excluded.processed, status = excluded.status;
+
+-- name: list_workers
+SELECT * FROM workers WHERE (:include_gone OR status = 'live') ORDER BY id;
+
+-- name: expire_workers
+UPDATE workers SET status = 'gone'
+WHERE status = 'live' AND last_seen_at < :now - :timeout_s
+RETURNING id;
+
+-- name: expire_leases_of_workers
+-- The leases of gone workers expire now, so the rescuer re-queues their work at once.
+UPDATE operations SET lease_expires_at = :now - 0.001
+WHERE status = 'running' AND worker_id IN (SELECT value FROM json_each(:ids));
