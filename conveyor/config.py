@@ -59,6 +59,8 @@ class Config:
     """A claim's lease; renewed every ``lease_s / 3``. A killed worker's operations run
     again after at most ``lease_s + rescue_interval_s`` (11 s by default)."""
     rescue_interval_s: float = 1.0
+    worker_timeout_s: float = 15.0
+    """A worker not heard from for this long is marked gone and its leases are freed."""
     claim_batch: int = 256
     poll_s: float = 0.2
     shutdown_grace_s: float = 30.0

@@ -1,7 +1,8 @@
 """Background upkeep that any worker may run: rescuing operations of dead workers.
 
 Several workers run the rescuer at once; the store makes each rescue a single guarded
-update, so an expired lease is re-queued exactly once.
+update, so an expired lease is re-queued exactly once, and each silent worker is marked
+gone once.
 """
 
 from __future__ import annotations
@@ -22,13 +23,19 @@ class Rescuer:
     stalled); a killed worker's operation runs again after ``lease_s + interval_s``."""
 
     def __init__(self, store: Store, transport: Transport, interval_s: float,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, worker_timeout_s: float = 15.0) -> None:
         self._store = store
         self._transport = transport
         self._interval_s = interval_s
         self._batch = batch
+        self._worker_timeout_s = worker_timeout_s
 
     async def run_once(self) -> list[str]:
+        """Mark silent workers gone (freeing their leases), then re-queue expired leases."""
+        gone = await self._store.expire_workers(self._worker_timeout_s)
+        if gone:
+            log.warning("workers gone (no heartbeat for %.0f s): %s", self._worker_timeout_s,
+                        ", ".join(gone))
         rescued = await self._store.rescue_expired(self._batch)
         if rescued:
             log.info("rescued %d operations whose lease expired", len(rescued))

@@ -16,15 +16,19 @@ Guarantees, with the store's fencing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
 
+from .. import __version__
 from ..config import Config
 from ..errors import StoreUnavailable, TaskTimeout
-from ..model import Claim, Lease, Outcome, new_id
+from ..model import Claim, Lease, Outcome, WorkerInfo, new_id
 from ..observability.metrics import Metrics
 from ..retry import Failure, RetryPolicy, classify
 from ..store.base import Store
@@ -87,7 +91,9 @@ class Worker:
         self._outcomes: list[tuple[Outcome, Claim]] = []
         self._outcomes_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._rescuer = Rescuer(store, transport, config.rescue_interval_s)
+        self._rescuer = Rescuer(store, transport, config.rescue_interval_s,
+                                worker_timeout_s=config.worker_timeout_s)
+        self._started_at = time.time()
 
     # lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -100,8 +106,31 @@ class Worker:
         return len(self._inflight)
 
     async def publish_tasks(self) -> None:
-        """Publish this worker's tasks and schemas so API processes can validate them."""
+        """Publish this worker's tasks and schemas so API processes can validate them, and
+        register the worker."""
         await self.store.upsert_tasks(self.registry.infos())
+        await self.store.upsert_workers([self.registration()])
+
+    def config_hash(self) -> str:
+        """A fingerprint of what must agree between workers of a queue: the tasks with
+        their options and schemas, leases and retry settings."""
+        effective = {
+            "tasks": sorted((t.to_json() for t in self.registry.infos()),
+                            key=lambda t: str(t["name"])),
+            "lease_s": self.config.lease_s,
+            "retry": [self.config.retry_base_s, self.config.retry_cap_s],
+        }
+        return hashlib.sha256(json.dumps(effective, sort_keys=True).encode()).hexdigest()[:16]
+
+    def registration(self, status: str = "live") -> WorkerInfo:
+        c = self.counters
+        return WorkerInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), queues=tuple(self.queues),
+            concurrency=self.config.concurrency, version=__version__,
+            config_hash=self.config_hash(), started_at=self._started_at,
+            in_flight=len(self._inflight),
+            processed=c.succeeded + c.retried + c.dead + c.cancelled, status=status,
+        )
 
     async def run(self) -> None:
         await self._until_store_answers(self.publish_tasks)
@@ -129,6 +158,8 @@ class Worker:
             if self.pool is not None:
                 await self.pool.close()
             await self.transport.close()
+            with contextlib.suppress(StoreUnavailable):  # else the others expire it
+                await self.store.upsert_workers([self.registration("gone")])
             log.info("worker %s stopped", self.id)
 
     async def _until_store_answers(self, action: object) -> None:
@@ -307,9 +338,10 @@ class Worker:
         while True:
             await asyncio.sleep(interval_s)
             entries = [e for e in self._inflight.values() if e.interrupt is None]
-            if not entries:
-                continue
             try:
+                await self.store.upsert_workers([self.registration()])
+                if not entries:
+                    continue
                 states = await self.store.extend_leases(
                     [Lease(e.claim.op_id, e.claim.lease_token) for e in entries],
                     self.config.lease_s,
