@@ -21,6 +21,7 @@ from .model import (
     OpFilter,
     OpStatus,
     QueueStats,
+    Submitted,
     TaskInfo,
 )
 from .store.base import Store
@@ -73,15 +74,18 @@ def _task_names(bodies: Sequence[Any]) -> set[str]:
 
 
 class Service:
-    """Use cases over a :class:`Store`. ``on_submit`` is called after a durable insert
-    (the embedded tier uses it to wake local workers)."""
+    """Use cases over a :class:`Store`.
+
+    ``on_submit`` is awaited after every durable insert with the jobs that were created
+    (and after a replay, with none): the embedded tier wakes its local workers with it,
+    the API counts submissions."""
 
     def __init__(
         self,
         store: Store,
         catalog: TaskCatalog,
         limits: Limits | None = None,
-        on_submit: Callable[[], Awaitable[None]] | None = None,
+        on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -136,10 +140,10 @@ class Service:
         job, _ = await self.submit({"task": task, "args": args})
         return job.id
 
-    async def _insert(self, jobs: Sequence[NewJob]) -> list[Any]:
+    async def _insert(self, jobs: Sequence[NewJob]) -> list[Submitted]:
         answers = await self.store.insert_jobs(jobs)
         if self._on_submit is not None:
-            await self._on_submit()
+            await self._on_submit([j for j, a in zip(jobs, answers, strict=True) if a.created])
         return answers
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
@@ -172,7 +176,7 @@ class Service:
         """Replay dead operations matching ``flt`` (ids and/or queue/task filters)."""
         ids = await self.store.replay(flt)
         if ids and self._on_submit is not None:
-            await self._on_submit()
+            await self._on_submit([])
         return ids
 
     async def tasks(self) -> list[TaskInfo]:

@@ -6,11 +6,12 @@ dependencies; a missing one gets an install hint instead of an ImportError.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
+from .model import NewJob
 from .service import Service, TaskCatalog
 from .store.base import Store
 from .tasks import Registry
@@ -55,6 +56,6 @@ def make_service(
     config: Config,
     store: Store,
     local: Registry | None = None,
-    on_submit: Callable[[], Awaitable[None]] | None = None,
+    on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
 ) -> Service:
     return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit)

@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ..model import QueueStats
+from ..model import NewJob, QueueStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -79,6 +79,11 @@ class Metrics:
             "conveyor_rejections_total",
             "Requests refused early, by reason (rate_limit, backpressure, body_size).",
             ["reason"], registry=r)
+
+    def count_submitted(self, jobs: Sequence[NewJob]) -> None:
+        for job in jobs:
+            self.jobs_submitted.labels(job.queue).inc()
+            self.operations_submitted.labels(job.queue).inc(len(job.operations))
 
     def observe_queues(self, stats: Sequence[QueueStats]) -> None:
         """Refresh the store-derived gauges (called before each scrape)."""

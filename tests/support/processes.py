@@ -35,12 +35,12 @@ class ConveyorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConveyorProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor.cli", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.log_path.parent,
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor.cli", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.log_path.parent,
+                start_new_session=True,
+            )
         return self
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:

@@ -1,0 +1,147 @@
+"""The ``conveyor`` command: running the parts (this module) and the HTTP clients
+(:mod:`conveyor.cli_client`). Errors are one clear line and a non-zero exit, never a
+traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from .cli_client import register_client_commands
+from .config import Config, load_config
+from .errors import ConfigError, ConveyorError
+
+app = typer.Typer(
+    name="conveyor", no_args_is_help=True, add_completion=False,
+    help="Conveyor: a distributed job execution engine.",
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URL (CONVEYOR_STORE); "
+                                              "default sqlite:///conveyor.db")]
+HostOpt = Annotated[str | None, typer.Option("--host", help="Listen address (CONVEYOR_HOST)")]
+PortOpt = Annotated[int | None, typer.Option("--port", help="Listen port (CONVEYOR_PORT)")]
+TasksOpt = Annotated[str | None, typer.Option(
+    "--tasks", help="Comma-separated task modules to load (CONVEYOR_TASKS)")]
+QueuesOpt = Annotated[str | None, typer.Option(
+    "--queues", help="Comma-separated queues to serve (CONVEYOR_QUEUES)")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", help="Operations in flight per worker (CONVEYOR_CONCURRENCY)")]
+ProcessesOpt = Annotated[int | None, typer.Option(
+    "--processes", help="Process pool size for def tasks (CONVEYOR_PROCESSES)")]
+TransportOpt = Annotated[str | None, typer.Option(
+    "--transport", help="store or kafka (CONVEYOR_TRANSPORT)")]
+KafkaOpt = Annotated[str | None, typer.Option(
+    "--kafka-bootstrap", help="Kafka bootstrap servers (CONVEYOR_KAFKA_BOOTSTRAP)")]
+MetricsPortOpt = Annotated[int | None, typer.Option(
+    "--metrics-port", help="Serve /metrics and health probes on this port")]
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in value.split(",") if p.strip()) if value else None
+
+
+def _config(**flags: Any) -> Config:
+    try:
+        config = load_config(flags)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return config
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
+    from .server import serve_forever
+
+    def ready(line: str) -> None:
+        err.print(f"[bold green]Conveyor[/] {line}", highlight=False)
+        if api and config.host in ("127.0.0.1", "localhost", "::1"):
+            err.print("Listening on loopback only: open access for local development.",
+                      highlight=False)
+
+    try:
+        serve_forever(config, api=api, worker=worker, migrate=migrate, on_ready=ready)
+    except ConveyorError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot start: {exc}")
+
+
+@app.command()
+def serve(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
+          tasks: TasksOpt = None, queues: QueuesOpt = None,
+          concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None) -> None:
+    """Run the API and a worker in one process (the embedded tier: SQLite by default)."""
+    config = _config(store=store, host=host, port=port, tasks=_split(tasks),
+                     queues=_split(queues), concurrency=concurrency, processes=processes)
+    _run(config, api=True, worker=True, migrate=config.store.startswith("sqlite"))
+
+
+@app.command()
+def api(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
+        tasks: TasksOpt = None, transport: TransportOpt = None,
+        kafka_bootstrap: KafkaOpt = None) -> None:
+    """Run the HTTP API only (workers run elsewhere on the same store)."""
+    config = _config(store=store, host=host, port=port, tasks=_split(tasks),
+                     transport=transport, kafka_bootstrap=kafka_bootstrap)
+    _run(config, api=True, worker=False, migrate=False)
+
+
+@app.command()
+def worker(store: StoreOpt = None, tasks: TasksOpt = None, queues: QueuesOpt = None,
+           concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None,
+           transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
+           metrics_port: MetricsPortOpt = None) -> None:
+    """Run a worker only."""
+    config = _config(store=store, tasks=_split(tasks), queues=_split(queues),
+                     concurrency=concurrency, processes=processes, transport=transport,
+                     kafka_bootstrap=kafka_bootstrap)
+    _run(config, api=False, worker=True, migrate=False)
+
+
+@app.command()
+def migrate(store: StoreOpt = None) -> None:
+    """Create or upgrade the store's schema (idempotent)."""
+    import asyncio
+
+    from .wiring import make_store
+
+    config = _config(store=store)
+
+    async def go() -> int:
+        instance = make_store(config)
+        try:
+            return await instance.migrate()
+        finally:
+            await instance.close()
+
+    try:
+        version = asyncio.run(go())
+    except ConveyorError as exc:
+        fail(str(exc))
+    out.print(f"schema at version {version} ({config.store})", highlight=False)
+
+
+register_client_commands(app, fail)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Running Conveyor processes: the API, a worker, or both in one event loop.
+
+``conveyor serve`` is :func:`run` with both; ``conveyor api`` and ``conveyor worker`` run
+one part each. SIGINT/SIGTERM stop gracefully: the API stops accepting connections, the
+worker stops claiming and finishes or releases its in-flight work, then the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator, Sequence
+
+import uvicorn
+
+from .api.app import create_app
+from .config import Config
+from .model import NewJob
+from .observability.metrics import Metrics
+from .store.base import Store
+from .tasks import Registry
+from .wiring import make_service, make_store, make_transport
+from .worker.runner import Worker
+
+log = logging.getLogger("conveyor")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this process stops API and worker together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def open_store(config: Config, *, migrate: bool) -> Store:
+    """The configured store, migrated first when asked (the embedded tier does), opened."""
+    store = make_store(config)
+    if migrate:
+        await store.migrate()
+    await store.open()
+    return store
+
+
+async def run(
+    config: Config,
+    *,
+    api: bool,
+    worker: bool,
+    migrate: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM. ``on_ready`` gets a one-line description once serving."""
+    registry = Registry.load(config.tasks)
+    store = await open_store(config, migrate=migrate)
+    metrics = Metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    workers: list[Worker] = []
+    transport = make_transport(config, store)
+    if worker:
+        workers.append(Worker(config, store, transport, registry, metrics=metrics))
+
+    async def on_submit(jobs: Sequence[NewJob]) -> None:
+        metrics.count_submitted(jobs)
+        if worker:
+            await transport.wake()
+
+    service = make_service(config, store, registry, on_submit=on_submit)
+    server: _Server | None = None
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(w.run()) for w in workers]
+    if api:
+        app = create_app(service, config, metrics=metrics)
+        server = _Server(uvicorn.Config(
+            app, host=config.host, port=config.port, log_level="warning", access_log=False,
+            lifespan="off", server_header=False,
+        ))
+        tasks.append(asyncio.create_task(server.serve()))
+        while not server.started and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.02)
+    if on_ready is not None and not any(t.done() for t in tasks):
+        parts = ([f"API on http://{config.host}:{config.port}"] if api else []) + (
+            [f"worker {workers[0].id} ({len(registry)} tasks, queues "
+             f"{','.join(workers[0].queues)})"] if workers else [])
+        on_ready(", ".join(parts) + f"; store {config.store}")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if server is not None:
+            server.should_exit = True
+        for w in workers:
+            w.request_stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        stopper.cancel()
+        await store.close()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError):
+                raise result
+
+
+def serve_forever(config: Config, *, api: bool, worker: bool, migrate: bool,
+                  on_ready: Callable[[str], None] | None = None) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(config, api=api, worker=worker, migrate=migrate, on_ready=on_ready))
