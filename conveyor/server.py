@@ -51,15 +51,19 @@ async def run(
     worker: bool,
     migrate: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    handle_signals: bool = True,
 ) -> None:
-    """Run until SIGINT/SIGTERM. ``on_ready`` gets a one-line description once serving."""
+    """Run until SIGINT/SIGTERM (or until cancelled). ``on_ready`` gets a one-line
+    description once serving. Embedders running it off the main thread pass
+    ``handle_signals=False`` and cancel the task to stop it gracefully."""
     registry = Registry.load(config.tasks)
     store = await open_store(config, migrate=migrate)
     metrics = Metrics()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
     workers: list[Worker] = []
     transport = make_transport(config, store)
