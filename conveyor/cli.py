@@ -4,8 +4,6 @@ traceback."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -14,6 +12,7 @@ from rich.console import Console
 from .cli_client import register_client_commands
 from .config import Config, load_config
 from .errors import ConfigError, ConveyorError
+from .observability.logging import configure as configure_logging
 
 app = typer.Typer(
     name="conveyor", no_args_is_help=True, add_completion=False,
@@ -52,10 +51,7 @@ def _config(**flags: Any) -> Config:
         config = load_config(flags)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     return config
 
 
@@ -109,7 +105,7 @@ def worker(store: StoreOpt = None, tasks: TasksOpt = None, queues: QueuesOpt = N
     """Run a worker only."""
     config = _config(store=store, tasks=_split(tasks), queues=_split(queues),
                      concurrency=concurrency, processes=processes, transport=transport,
-                     kafka_bootstrap=kafka_bootstrap)
+                     kafka_bootstrap=kafka_bootstrap, metrics_port=metrics_port)
     _run(config, api=False, worker=True, migrate=False)
 
 

@@ -70,6 +70,10 @@ class Config:
     """``FULL`` (fsync each commit: an acknowledged job survives power loss) or ``NORMAL``
     (survives a killed process, not a power loss)."""
     log_level: str = "INFO"
+    log_format: str = "auto"
+    """``json`` (one object per line), ``text``, or ``auto``: text on a terminal."""
+    metrics_port: int = 0
+    """When set, a worker or relay process serves ``/metrics`` and health probes here."""
     limits: Limits = field(default_factory=Limits)
 
     def replace(self, **changes: Any) -> Config:
@@ -86,6 +90,10 @@ class Config:
             raise ConfigError("lease_s and poll_s must be positive")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError("log_format must be auto, json or text")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, not {self.port}")
         return self

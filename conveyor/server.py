@@ -19,6 +19,7 @@ from .api.app import create_app
 from .config import Config
 from .model import NewJob
 from .observability.metrics import Metrics
+from .observability.probe import probe_app
 from .store.base import Store
 from .tasks import Registry
 from .wiring import make_service, make_store, make_transport
@@ -76,19 +77,22 @@ async def run(
             await transport.wake()
 
     service = make_service(config, store, registry, on_submit=on_submit)
-    server: _Server | None = None
+    servers: list[_Server] = []
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(w.run()) for w in workers]
     if api:
-        app = create_app(service, config, metrics=metrics)
-        server = _Server(uvicorn.Config(
-            app, host=config.host, port=config.port, log_level="warning", access_log=False,
-            lifespan="off", server_header=False,
-        ))
+        servers.append(_http_server(create_app(service, config, metrics=metrics),
+                                    config.host, config.port))
+    if config.metrics_port and not api:
+        servers.append(_http_server(probe_app(metrics, store.ping), config.host,
+                                    config.metrics_port))
+    for server in servers:
         tasks.append(asyncio.create_task(server.serve()))
-        while not server.started and not any(t.done() for t in tasks):
-            await asyncio.sleep(0.02)
+    while not all(s.started for s in servers) and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.02)
     if on_ready is not None and not any(t.done() for t in tasks):
         parts = ([f"API on http://{config.host}:{config.port}"] if api else []) + (
+            [f"probes on http://{config.host}:{config.metrics_port}"]
+            if config.metrics_port and not api else []) + (
             [f"worker {workers[0].id} ({len(registry)} tasks, queues "
              f"{','.join(workers[0].queues)})"] if workers else [])
         on_ready(", ".join(parts) + f"; store {config.store}")
@@ -96,7 +100,7 @@ async def run(
     try:
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if server is not None:
+        for server in servers:
             server.should_exit = True
         for w in workers:
             w.request_stop()
@@ -107,6 +111,13 @@ async def run(
             if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError):
                 raise result
+
+
+def _http_server(app: object, host: str, port: int) -> _Server:
+    return _Server(uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",  # type: ignore[arg-type]
+        server_header=False,
+    ))
 
 
 def serve_forever(config: Config, *, api: bool, worker: bool, migrate: bool,

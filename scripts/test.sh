@@ -13,6 +13,12 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 log "installing conveyor with its test dependencies"
 python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres]"
 
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool (Debian's prometheus package) to check /metrics output"
+  if [ -z "${CONVEYOR_APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; export CONVEYOR_APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 export CONVEYOR_ARTIFACTS="${CONVEYOR_ARTIFACTS:-$PWD/artifacts}"
 mkdir -p "$CONVEYOR_ARTIFACTS"
 

@@ -29,6 +29,7 @@ from .. import __version__
 from ..config import Config
 from ..errors import StoreUnavailable, TaskTimeout
 from ..model import Claim, Lease, Outcome, WorkerInfo, new_id
+from ..observability.logging import log_context
 from ..observability.metrics import Metrics
 from ..retry import Failure, RetryPolicy, classify
 from ..store.base import Store
@@ -211,7 +212,9 @@ class Worker:
             log.info("waiting up to %.0f s for %d operations", self.config.shutdown_grace_s,
                      len(tasks))
             await asyncio.wait(tasks, timeout=self.config.shutdown_grace_s)
-        leftover = list(self._inflight.values())
+        # Attempts that finished have outcomes waiting for the flusher: those are recorded,
+        # never released. Only attempts still running are interrupted and released.
+        leftover = [e for e in self._inflight.values() if e.task is not None and not e.task.done()]
         for entry in leftover:
             entry.interrupt = "shutdown"
             if entry.task is not None:
@@ -228,6 +231,12 @@ class Worker:
 
     # running one attempt ---------------------------------------------------------------
     async def _attempt(self, entry: _InFlight) -> None:
+        claim = entry.claim
+        with log_context(job_id=claim.job_id, op_id=claim.op_id, attempt=claim.attempt,
+                         task=claim.task, worker_id=self.id, trace_id=trace_id_of(claim)):
+            await self._attempt_in_context(entry)
+
+    async def _attempt_in_context(self, entry: _InFlight) -> None:
         claim = entry.claim
         spec = self.registry.get(claim.task)
         try:
@@ -268,9 +277,14 @@ class Worker:
 
     def _failed(self, claim: Claim, failure: Failure) -> Outcome:
         decision = self.policy.decide(failure, claim.attempt, claim.max_attempts)
+        error = failure.error
         if decision.retry_in_s is None:
-            return Outcome.dead(claim, failure.error)
-        return Outcome.retry(claim, failure.error, decision.retry_in_s)
+            log.error("operation dead after attempt %d/%d: %s: %s", claim.attempt,
+                      claim.max_attempts, error.type, error.message)
+            return Outcome.dead(claim, error)
+        log.warning("attempt %d/%d failed (%s: %s); retry in %.2f s", claim.attempt,
+                    claim.max_attempts, error.type, error.message, decision.retry_in_s)
+        return Outcome.retry(claim, error, decision.retry_in_s)
 
     def _record(self, outcome: Outcome, claim: Claim) -> None:
         self._outcomes.append((outcome, claim))
@@ -361,3 +375,10 @@ class Worker:
             entry.interrupt = reason
             entry.task.cancel()
 
+
+
+def trace_id_of(claim: Claim) -> str | None:
+    """The W3C trace id carried with an operation, if it was submitted inside a trace."""
+    parent = claim.headers.get("traceparent", "")
+    parts = parent.split("-")
+    return parts[1] if len(parts) == 4 else None
