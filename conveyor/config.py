@@ -72,6 +72,9 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "auto"
     """``json`` (one object per line), ``text``, or ``auto``: text on a terminal."""
+    otel_traces_exporter: str = ""
+    """Read from the standard ``OTEL_TRACES_EXPORTER``: ``otlp`` or ``console`` turn
+    tracing on (extra ``conveyor[otel]``); the other ``OTEL_*`` variables configure it."""
     metrics_port: int = 0
     """When set, a worker or relay process serves ``/metrics`` and health probes here."""
     limits: Limits = field(default_factory=Limits)
@@ -130,6 +133,8 @@ def load_config(
         raw = env.get(f"CONVEYOR_{f.name.upper()}")
         if raw is not None:
             values[f.name] = _coerce(f.name, raw, getattr(base, f.name))
+    if env.get("OTEL_TRACES_EXPORTER"):
+        values["otel_traces_exporter"] = env["OTEL_TRACES_EXPORTER"].strip().lower()
     limit_values: dict[str, Any] = {}
     for f in dataclasses.fields(Limits):
         raw = env.get(f"CONVEYOR_{f.name.upper()}")

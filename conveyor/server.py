@@ -20,6 +20,7 @@ from .config import Config
 from .model import NewJob
 from .observability.metrics import Metrics
 from .observability.probe import probe_app
+from .observability.tracing import Tracing
 from .store.base import Store
 from .tasks import Registry
 from .wiring import make_service, make_store, make_transport
@@ -60,6 +61,8 @@ async def run(
     registry = Registry.load(config.tasks)
     store = await open_store(config, migrate=migrate)
     metrics = Metrics()
+    role = "conveyor" if api and worker else "conveyor-api" if api else "conveyor-worker"
+    tracing = Tracing(config.otel_traces_exporter, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if handle_signals:
@@ -69,7 +72,8 @@ async def run(
     workers: list[Worker] = []
     transport = make_transport(config, store)
     if worker:
-        workers.append(Worker(config, store, transport, registry, metrics=metrics))
+        workers.append(Worker(config, store, transport, registry, metrics=metrics,
+                              tracing=tracing))
 
     async def on_submit(jobs: Sequence[NewJob]) -> None:
         metrics.count_submitted(jobs)
@@ -80,8 +84,8 @@ async def run(
     servers: list[_Server] = []
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(w.run()) for w in workers]
     if api:
-        servers.append(_http_server(create_app(service, config, metrics=metrics),
-                                    config.host, config.port))
+        servers.append(_http_server(create_app(service, config, metrics=metrics,
+                                               tracing=tracing), config.host, config.port))
     if config.metrics_port and not api:
         servers.append(_http_server(probe_app(metrics, store.ping), config.host,
                                     config.metrics_port))
@@ -107,6 +111,7 @@ async def run(
         results = await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
         await store.close()
+        tracing.shutdown()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError):

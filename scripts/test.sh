@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 log "installing conveyor with its test dependencies"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel]"
 
 if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (Debian's prometheus package) to check /metrics output"

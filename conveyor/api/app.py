@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 from .. import __version__
 from ..config import Config
 from ..observability.metrics import Metrics
+from ..observability.tracing import Tracing
 from ..service import Service
 from . import problems
 from .routes import router
@@ -20,6 +21,7 @@ def create_app(
     config: Config,
     *,
     metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
     readiness: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """Build the API over ``service``. ``readiness`` raises when a dependency is down
@@ -33,6 +35,7 @@ def create_app(
     app.state.service = service
     app.state.config = config
     app.state.metrics = metrics or Metrics()
+    app.state.tracing = tracing or Tracing()
     app.state.readiness = readiness or service.store.ping
     problems.install(app)
     app.include_router(router)

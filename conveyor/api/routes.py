@@ -74,7 +74,11 @@ async def submit_job(
     Answers only once the job is durable."""
     limits = svc.limits
     body = await json_object(request, limits.max_body_bytes, limits.max_json_depth)
-    job, created = await svc.submit(body, tenant=tenant, idempotency_key=idempotency_key)
+    tracing = request.app.state.tracing
+    with tracing.submission(request.headers) as (headers, span):
+        job, created = await svc.submit(body, tenant=tenant, idempotency_key=idempotency_key,
+                                        headers=headers)
+        tracing.describe_submission(span, job.queue, job.id, len(job.operations))
     if created:
         return _job_response(job, 202)
     return _job_response(job, 200, **{"Idempotent-Replayed": "true"})
@@ -89,7 +93,11 @@ async def submit_batch(request: Request, svc: ServiceDep, tenant: TenantDep) -> 
     jobs = body.get("jobs")
     if set(body) - {"jobs"} or not isinstance(jobs, list):
         raise ValidationError("expected {\"jobs\": [...]}")
-    ids = await svc.submit_many(jobs, tenant=tenant)
+    tracing = request.app.state.tracing
+    with tracing.submission(request.headers) as (headers, span):
+        ids = await svc.submit_many(jobs, tenant=tenant, headers=headers)
+        if ids:
+            tracing.describe_submission(span, "batch", ids[0], len(ids))
     return JSONResponse({"ids": ids, "count": len(ids)}, status_code=202)
 
 

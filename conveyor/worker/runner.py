@@ -31,6 +31,7 @@ from ..errors import StoreUnavailable, TaskTimeout
 from ..model import Claim, Lease, Outcome, WorkerInfo, new_id
 from ..observability.logging import log_context
 from ..observability.metrics import Metrics
+from ..observability.tracing import Tracing
 from ..retry import Failure, RetryPolicy, classify
 from ..store.base import Store
 from ..tasks import Context, Registry, TaskSpec
@@ -75,6 +76,7 @@ class Worker:
         policy: RetryPolicy | None = None,
         worker_id: str | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -85,6 +87,7 @@ class Worker:
         self.queues = list(config.queues) or sorted({"default", *registry.queues()})
         self.counters = WorkerCounters()
         self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing()
         self.pool: ProcessPool | None = None
         self._inflight: dict[str, _InFlight] = {}
         self._capacity = asyncio.Event()
@@ -233,10 +236,17 @@ class Worker:
     async def _attempt(self, entry: _InFlight) -> None:
         claim = entry.claim
         with log_context(job_id=claim.job_id, op_id=claim.op_id, attempt=claim.attempt,
-                         task=claim.task, worker_id=self.id, trace_id=trace_id_of(claim)):
-            await self._attempt_in_context(entry)
+                         task=claim.task, worker_id=self.id, trace_id=trace_id_of(claim)), \
+                self.tracing.attempt(claim, self.id) as span:
+            outcome = await self._run_attempt(entry)
+            if outcome is not None:
+                self.tracing.record_outcome(span, outcome.kind.value,
+                                            outcome.error.type if outcome.error else None)
+                self._record(outcome, claim)
 
-    async def _attempt_in_context(self, entry: _InFlight) -> None:
+    async def _run_attempt(self, entry: _InFlight) -> Outcome | None:
+        """The attempt's outcome, or None when it was interrupted without one (lost lease,
+        shutdown): then the lease's next holder owns the outcome."""
         claim = entry.claim
         spec = self.registry.get(claim.task)
         try:
@@ -251,13 +261,13 @@ class Worker:
                 self._finish(claim.op_id)
                 if entry.interrupt is None:
                     raise
-                return
+                return None
         except PoolTaskError as exc:
             outcome = self._failed(claim, exc.failure)
         except Exception as exc:
             permanent = spec.options.permanent if spec else ()
             outcome = self._failed(claim, classify(exc, permanent))
-        self._record(outcome, claim)
+        return outcome
 
     async def _execute(self, spec: TaskSpec, claim: Claim) -> object:
         ctx = Context(claim.op_id, claim.job_id, claim.queue, claim.key, claim.attempt,
