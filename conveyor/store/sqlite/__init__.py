@@ -6,8 +6,10 @@ and power loss. Several processes may share one file: writes take SQLite's write
 (``BEGIN IMMEDIATE``), so claims stay exclusive across processes.
 
 Concurrency inside a process: all writes run on one thread with one connection, reads on
-another; concurrent ``insert_jobs`` calls are merged into one transaction (group commit),
-each caller still learning its own answer only after that transaction committed.
+another. Writes that arrive while a transaction is running are merged into the next one
+(group commit: submissions, claims, outcomes and heartbeats alike), each in its own
+savepoint so one failing call does not undo the others; every caller learns its answer
+only after that transaction committed. Under load this turns many fsyncs into one.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class SQLiteStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-r")
         self._local = threading.local()
-        self._pending: list[tuple[Sequence[NewJob], asyncio.Future[list[Submitted]]]] = []
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
 
     # connections -----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -103,7 +106,66 @@ class SQLiteStore:
             raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._run(self._writer, self._transaction, fn, *args)
+        """Run ``fn(conn, *args)`` in the next group transaction; return once committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, args, future))
+        if not self._flushing:
+            self._flushing = True
+            self._flush_task = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    answers = await self._run(self._writer, self._group, batch)
+                except BaseException as exc:  # the commit failed: every caller learns it
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), (ok, value) in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    elif isinstance(value, sqlite3.OperationalError):
+                        future.set_exception(StoreUnavailable(f"SQLite at {self.path}: {value}"))
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushing = False
+
+    def _group(
+        self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        """One transaction for the whole batch, one savepoint per call."""
+        if len(batch) == 1:
+            fn, args, _ = batch[0]
+            try:
+                return [(True, self._transaction(fn, *args))]
+            except Exception as exc:  # handed to the caller
+                return [(False, exc)]
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        answers: list[tuple[bool, Any]] = []
+        try:
+            for fn, args, _ in batch:
+                conn.execute("SAVEPOINT call")
+                try:
+                    answers.append((True, fn(conn, *args)))
+                except Exception as exc:  # handed to its caller only
+                    conn.execute("ROLLBACK TO call")
+                    answers.append((False, exc))
+                conn.execute("RELEASE call")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return answers
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(self._reader, lambda: fn(self._conn(), *args))
@@ -175,36 +237,13 @@ class SQLiteStore:
 
     # submission ------------------------------------------------------------------------
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
-        """Queue the jobs for the next group commit and wait for their answers."""
-        future: asyncio.Future[list[Submitted]] = asyncio.get_running_loop().create_future()
-        self._pending.append((jobs, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
+        """All of ``jobs`` or none, committed (with whatever else shares the group) before
+        the answers are returned."""
+        return await self._write(self._insert_all, jobs)
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    answers = await self._write(self._insert_all, [jobs for jobs, _ in batch])
-                except BaseException as exc:  # every caller of the group learns the failure
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if not future.done():
-                        future.set_result(answer)
-        finally:
-            self._flushing = False
-
-    def _insert_all(
-        self, conn: sqlite3.Connection, groups: list[Sequence[NewJob]]
-    ) -> list[list[Submitted]]:
+    def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
         now = self._clock()
-        return [[self._insert_one(conn, job, now) for job in jobs] for jobs in groups]
+        return [self._insert_one(conn, job, now) for job in jobs]
 
     def _insert_one(self, conn: sqlite3.Connection, job: NewJob, now: float) -> Submitted:
         cur = conn.execute(
