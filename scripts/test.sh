@@ -19,6 +19,13 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing Debian's chromium for the dashboard's browser tests"
+  if [ -z "${CONVEYOR_APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; export CONVEYOR_APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+python3 -c "import playwright" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check playwright
+
 export CONVEYOR_ARTIFACTS="${CONVEYOR_ARTIFACTS:-$PWD/artifacts}"
 mkdir -p "$CONVEYOR_ARTIFACTS"
 

@@ -12,7 +12,7 @@ from ..config import Config
 from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
 from ..service import Service
-from . import problems
+from . import dashboard, problems
 from .routes import router
 
 
@@ -39,6 +39,7 @@ def create_app(
     app.state.readiness = readiness or service.store.ping
     problems.install(app)
     app.include_router(router)
+    app.include_router(dashboard.router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]
