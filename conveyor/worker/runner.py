@@ -201,11 +201,11 @@ class Worker:
                 entry = _InFlight(claim)
                 self._inflight[claim.op_id] = entry
                 entry.task = asyncio.create_task(self._attempt(entry))
-                self.metrics.operations_started.labels(claim.queue, claim.task).inc()
-                self.metrics.in_flight.labels(claim.queue).inc()
+                m = self.metrics.for_task(claim.queue, claim.task)
+                m.started.inc()
+                m.in_flight.inc()
                 if claim.attempt == 1:
-                    self.metrics.start_latency.labels(claim.queue).observe(
-                        max(0.0, now_s - claim.created_at))
+                    m.start_latency.observe(max(0.0, now_s - claim.created_at))
             self.counters.started += len(claims)
 
     async def _drain(self) -> None:
@@ -303,7 +303,7 @@ class Worker:
     def _finish(self, op_id: str) -> None:
         entry = self._inflight.pop(op_id, None)
         if entry is not None:
-            self.metrics.in_flight.labels(entry.claim.queue).dec()
+            self.metrics.for_task(entry.claim.queue, entry.claim.task).in_flight.dec()
         self._capacity.set()
 
     # recording outcomes (batched) ------------------------------------------------------
@@ -338,14 +338,14 @@ class Worker:
     def _count(self, outcome: Outcome, claim: Claim, accepted: bool) -> None:
         if not accepted:
             self.counters.fenced_out += 1
-            self.metrics.outcomes_fenced.labels(claim.queue).inc()
+            self.metrics.for_task(claim.queue, claim.task).fenced.inc()
             return
         name = outcome.kind.value
-        self.metrics.operations_finished.labels(claim.queue, claim.task, name).inc()
+        m = self.metrics.for_task(claim.queue, claim.task)
+        m.finished[name].inc()
         entry = self._inflight.get(claim.op_id)
         if entry is not None:
-            self.metrics.operation_duration.labels(claim.queue, claim.task).observe(
-                time.monotonic() - entry.started_s)
+            m.duration.observe(time.monotonic() - entry.started_s)
         self.counters.by_outcome[name] = self.counters.by_outcome.get(name, 0) + 1
         if name == "succeeded":
             self.counters.succeeded += 1
