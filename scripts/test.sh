@@ -38,7 +38,10 @@ fi
 
 log "running the tests"
 status=0
-python3 -m pytest "${@:-tests}" || status=$?
+# Browser tests last: Playwright's sync API runs its own event loop on the main thread.
+default_paths=(tests/unit tests/contract tests/integration tests/acceptance tests/browser)
+if [ "$#" -eq 0 ]; then set -- "${default_paths[@]}"; fi
+python3 -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   log "pytest collected no tests"
 fi

@@ -186,4 +186,6 @@ def test_cpu_work_uses_every_core(server) -> None:
     used_cpu_s = _children_cpu_s(server.proc.pid) - before_cpu_s
     assert all(op["status"] == "succeeded" for op in ops)
     assert used_cpu_s >= 300 * 0.010 * 0.9, used_cpu_s
-    assert used_cpu_s / wall_s > 1.3, f"pool used {used_cpu_s:.2f} CPU-s in {wall_s:.2f} s"
+    # More than one core's worth of CPU per wall second: the pool really runs in parallel
+    # (about 1.8 on an idle 2-core machine; the margin absorbs polling and other load).
+    assert used_cpu_s / wall_s > 1.15, f"pool used {used_cpu_s:.2f} CPU-s in {wall_s:.2f} s"

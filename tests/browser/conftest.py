@@ -29,8 +29,10 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API drives its own event loop on this thread, so
+    it must be gone before any asyncio test runs."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
