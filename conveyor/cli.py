@@ -8,6 +8,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .cli_client import register_client_commands
 from .config import Config, load_config
@@ -56,7 +57,7 @@ def _config(**flags: Any) -> Config:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -64,7 +65,7 @@ def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
     from .server import serve_forever
 
     def ready(line: str) -> None:
-        err.print(f"[bold green]Conveyor[/] {line}", highlight=False)
+        err.print(f"[bold green]Conveyor[/] {escape(line)}", highlight=False, soft_wrap=True)
         if api and config.host in ("127.0.0.1", "localhost", "::1"):
             err.print("Listening on loopback only: open access for local development.",
                       highlight=False)

@@ -41,8 +41,10 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
                 return fn(client)
         except ApiError as exc:
             fail(str(exc.problem.get("detail") or exc))
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
             fail(f"cannot reach Conveyor at {url}: {exc}")
+        except (ValueError, KeyError, TypeError) as exc:  # not a Conveyor answer
+            fail(f"unexpected answer from {url} (is it a Conveyor API?): {exc!r}")
 
     def show(data: Any, as_json: bool, table: Callable[[Any], Table]) -> None:
         if as_json:
@@ -68,6 +70,8 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
             fail(f"--args is not valid JSON: {exc}", 2)
         if not isinstance(parsed, dict):
             fail("--args must be a JSON object of named arguments", 2)
+        if idempotency_key and count > 1:
+            fail("--idempotency-key names one job; it cannot be used with --count", 2)
         op: dict[str, Any] = {"task": task, "args": parsed, **({"key": key} if key else {})}
         job_body: dict[str, Any] = {"operations": [op], **({"queue": queue} if queue else {})}
         if count == 1:
@@ -140,20 +144,10 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
     @dlq.command("show")
     def dlq_show(op_id: str, url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
         """One dead operation, with its error and traceback."""
-        def find(c: Client) -> dict[str, Any] | None:
-            cursor = None
-            while True:
-                page = c.dlq(limit=500, cursor=cursor)
-                for op in page["operations"]:
-                    if op["id"] == op_id:
-                        return dict(op)
-                cursor = page["next_cursor"]
-                if cursor is None:
-                    return None
-
-        op = call(url, find)
-        if op is None:
+        found = call(url, lambda c: c.dlq(ids=[op_id], limit=1))["operations"]
+        if not found:
             fail(f"no dead operation {op_id!r}")
+        op = found[0]
         if as_json:
             out.print_json(json.dumps(op))
             return

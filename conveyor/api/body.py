@@ -9,6 +9,7 @@ document cannot exhaust the parser's stack.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
@@ -34,29 +35,34 @@ async def read_limited(request: Request, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+"""A JSON string literal. An unterminated one matches to the end of the input, so every
+attempt succeeds without backtracking and the scan stays linear on hostile input."""
+_PAIR = re.compile(rb"[\[{][\]}]")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _max_depth(raw: bytes, limit: int) -> int:
-    """Bracket nesting depth of a JSON text (brackets inside strings are skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
+    """Bracket nesting depth of a JSON text (brackets inside strings do not count), counted
+    at most to ``limit + 1``; on unbalanced input an upper bound of it.
+
+    Linear-time regular-expression passes (no per-byte Python loop): a 16 MiB batch body is
+    scanned in a fraction of its parse time and never blocks the event loop for long.
+    """
+    opens = raw.count(b"[") + raw.count(b"{")
+    if opens <= limit:
+        return opens  # cannot be deeper than its number of opening brackets
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    depth = 0
+    while brackets:
+        # Each pass removes the innermost level: an opening bracket next to a closing one.
+        brackets, removed = _PAIR.subn(b"", brackets)
+        if not removed:  # unbalanced leftovers: each could open one more level
+            return depth + brackets.count(b"[") + brackets.count(b"{")
+        depth += 1
+        if depth > limit:
+            break
+    return depth
 
 
 def _reject_constant(name: str) -> Any:
@@ -70,6 +76,8 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
         raise Problem(422, f"JSON nested deeper than {max_depth} levels")
     try:
         return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:  # belt and braces: the scan above should have caught it
+        raise Problem(422, f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"malformed JSON: {exc}") from None
 

@@ -144,9 +144,14 @@ async def cancel_job(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[st
 async def dead_letters(
     svc: ServiceDep, tenant: TenantDep,
     queue: str | None = None, task: str | None = None, job_id: str | None = None,
+    ids: Annotated[list[str] | None, Query(
+        alias="id", max_length=MAX_PAGE, description="Only these operation ids (repeatable)",
+    )] = None,
     limit: Limit = 50, cursor: Annotated[int | None, Query(ge=0)] = None,
 ) -> dict[str, Any]:
+    """Dead operations, oldest first. Pass ``next_cursor`` as ``cursor`` for the next page."""
     ops = await svc.dead_letters(OpFilter(tenant=tenant, queue=queue, task=task, job_id=job_id,
+                                          ids=tuple(ids) if ids else None,
                                           after_seq=cursor, limit=limit))
     return {"operations": [op.to_json() for op in ops],
             "next_cursor": ops[-1].seq if len(ops) == limit else None}
@@ -208,8 +213,14 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", tags=["health"],
             responses={503: {"description": "A dependency is unavailable"}})
 async def ready(request: Request) -> dict[str, Any]:
-    """Ready when the store (and transport) answer and the schema is current."""
-    await request.app.state.readiness()
+    """Ready when the store (and transport) answer and the schema is current; otherwise a
+    503 problem whose detail names the failing dependency and why."""
+    try:
+        await request.app.state.readiness()
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        raise Problem(503, f"not ready: {type(exc).__name__}: {reason}",
+                      headers={"Retry-After": "1"}) from None
     return {"status": "ok"}
 
 

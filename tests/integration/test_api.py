@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from conveyor.client import ApiError, AsyncClient, Client
 from conveyor.config import load_config
@@ -223,3 +226,287 @@ def test_openapi_documents_the_contract(url: str) -> None:
     body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
     assert "operations" in json.dumps(body)
     assert httpx.get(f"{url}/docs").status_code == 200
+
+
+def _post_raw(url: str, body: bytes | Iterator[bytes], path: str = "/v1/jobs",
+              **headers: str) -> httpx.Response:
+    return httpx.post(f"{url}{path}", content=body, timeout=30,
+                      headers={"content-type": "application/json", **headers})
+
+
+def test_accepted_submission_has_location_and_idempotent_replays(url: str) -> None:
+    first = httpx.post(f"{url}/v1/jobs", json={"task": "math.add", "args": {"a": 1, "b": 1}},
+                       headers={"Idempotency-Key": "api-location"})
+    assert first.status_code == 202, first.text
+    job = first.json()
+    assert first.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert "idempotent-replayed" not in first.headers
+    assert job["idempotency_key"] == "api-location" and job["operations"][0]["task"] == "math.add"
+    again = httpx.post(f"{url}/v1/jobs", json={"task": "math.add", "args": {"a": 1, "b": 1}},
+                       headers={"Idempotency-Key": "api-location"})
+    assert again.status_code == 200 and again.json()["id"] == job["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == first.headers["location"]
+    other = httpx.post(f"{url}/v1/jobs", json={"task": "math.add", "args": {"a": 1, "b": 2}},
+                       headers={"Idempotency-Key": "api-location"})
+    assert "Idempotency-Key" in assert_problem(other, 409)["detail"]
+    with Client(url) as client, pytest.raises(ApiError) as conflict:
+        client.submit("math.add", {"a": 9, "b": 9}, idempotency_key="api-location")
+    assert conflict.value.status == 409 and "Idempotency-Key" in str(conflict.value)
+
+
+def test_validation_errors_name_what_is_wrong(url: str) -> None:
+    unknown = assert_problem(httpx.post(f"{url}/v1/jobs", json={"task": "no.such.task"}), 422)
+    assert "no.such.task" in unknown["detail"] and "unknown task" in unknown["detail"]
+    wrong_type = httpx.post(f"{url}/v1/jobs", json={"task": "math.add",
+                                                    "args": {"a": "two", "b": 1}})
+    body = assert_problem(wrong_type, 422)
+    assert "args.a" in body["detail"] and "expected number" in body["detail"]
+    assert body["errors"] and "args.a" in json.dumps(body["errors"])
+    many = httpx.post(f"{url}/v1/jobs", json={"operations": [
+        {"task": "math.add", "args": {"a": 1, "b": 2}}, {"task": "nope"}]})
+    body = assert_problem(many, 422)
+    assert "nope" in body["detail"] and body["instance"] == "/v1/jobs"
+    for bad in (b'"just a string"', b"null", b"[]", b"Infinity", b'{"task": "sys.noop"} x'):
+        assert _post_raw(url, bad).status_code in (400, 422), bad
+
+
+def test_body_limit_is_exact_and_enforced_while_streaming(url: str) -> None:
+    limit = 1024 * 1024
+    doc = json.dumps({"task": "sys.noop", "args": {}}).encode()
+    exactly = doc + b" " * (limit - len(doc))
+    assert _post_raw(url, exactly).status_code == 202
+    assert_problem(_post_raw(url, exactly + b" "), 413)
+
+    def chunked(total: int) -> Iterator[bytes]:
+        yield doc
+        left = total - len(doc)
+        while left > 0:
+            step = min(left, 64 * 1024)
+            yield b" " * step
+            left -= step
+
+    assert _post_raw(url, chunked(limit)).status_code == 202
+    assert_problem(_post_raw(url, chunked(limit + 1)), 413)
+
+
+def test_oversized_content_length_is_refused_before_the_body_is_read(url: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2000000000\r\n\r\n{")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"application/problem+json" in answer
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 10_000 + b"]" * 10_000,
+    b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    b'{"task": "sys.noop", "args": {"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}",
+    b"[" * 10_000,
+    b'["]",' * 10_000 + b"1" + b"]" * 10_000,
+], ids=["arrays", "objects", "in-args", "unclosed", "brackets-in-strings"])
+def test_deep_nesting_is_a_client_error(url: str, body: bytes) -> None:
+    for path in ("/v1/jobs", "/v1/jobs/batch", "/v1/dlq/replay"):
+        response = _post_raw(url, body, path)
+        assert 400 <= response.status_code < 500, (path, response.text)
+        assert_problem(response, response.status_code)
+
+
+def test_unknown_ids_are_404(url: str) -> None:
+    missing = "0" * 32
+    body = assert_problem(httpx.get(f"{url}/v1/jobs/{missing}"), 404)
+    assert missing in body["detail"] and body["instance"] == f"/v1/jobs/{missing}"
+    assert_problem(httpx.get(f"{url}/v1/jobs/{missing}/operations"), 404)
+    assert_problem(httpx.get(f"{url}/v1/jobs/{missing}/operations/{missing}"), 404)
+    assert_problem(httpx.post(f"{url}/v1/jobs/{missing}/cancel"), 404)
+    with Client(url) as client, pytest.raises(ApiError) as err:
+        client.get(missing)
+    assert err.value.status == 404 and err.value.problem["status"] == 404
+
+
+def test_batch_is_all_or_nothing(url: str) -> None:
+    jobs = [{"task": "sys.noop", "queue": "batch-q"},
+            {"operations": [{"task": "math.add", "args": {"a": 1, "b": 2}}], "queue": "batch-q"}]
+    answer = httpx.post(f"{url}/v1/jobs/batch", json={"jobs": jobs})
+    assert answer.status_code == 202, answer.text
+    ids = answer.json()["ids"]
+    assert answer.json()["count"] == 2 and len(set(ids)) == 2
+    bad = httpx.post(f"{url}/v1/jobs/batch", json={"jobs": [*jobs, {"task": "nope"}]})
+    assert "jobs[2]" in assert_problem(bad, 422)["detail"]
+    listed = httpx.get(f"{url}/v1/jobs", params={"queue": "batch-q"}).json()["jobs"]
+    assert sorted(j["id"] for j in listed) == sorted(ids), "a rejected batch stores nothing"
+    for body in ({"jobs": []}, {"jobs": "x"}, {}, {"jobs": jobs, "extra": 1}):
+        assert_problem(httpx.post(f"{url}/v1/jobs/batch", json=body), 422)
+    assert_problem(_post_raw(url, b"{", "/v1/jobs/batch"), 400)
+
+
+def test_dlq_pages_by_cursor_and_filters_by_id(url: str) -> None:
+    with Client(url) as client:
+        jobs = [client.submit("sys.fail", {}, max_attempts=1, metadata={"n": i})
+                for i in range(3)]
+        dead = [client.wait(j["id"], timeout_s=30)["operations"][0]["id"] for j in jobs]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = client.dlq(task="sys.fail", limit=1, cursor=cursor)
+            seen += [op["id"] for op in page["operations"]]
+            assert len(page["operations"]) <= 1
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert set(dead) <= set(seen) and len(seen) == len(set(seen))
+        assert client.dlq(ids=[dead[1]])["operations"][0]["id"] == dead[1]
+        assert [o["id"] for o in client.dlq(ids=dead[:2], limit=500)["operations"]] == dead[:2]
+        assert client.dlq(task="math.add")["operations"] == []
+        failed = client.list(status="failed", limit=500)["jobs"]
+        assert {j["id"] for j in jobs} <= {j["id"] for j in failed}
+    assert_problem(httpx.get(f"{url}/v1/dlq", params={"limit": 501}), 422)
+    assert_problem(httpx.get(f"{url}/v1/dlq", params={"cursor": "x"}), 422)
+
+
+def test_replay_by_filter_and_all(url: str) -> None:
+    with Client(url) as client:
+        job = client.submit("sys.fail", {}, max_attempts=1)
+        op_id = client.wait(job["id"])["operations"][0]["id"]
+        assert op_id in client.replay(task="sys.fail", queue="default")["replayed"]
+        client.wait(job["id"], timeout_s=30)
+        wait_until(lambda: client.get(job["id"])["status"] == "failed", 30)
+        every = client.replay(all=True)
+        assert op_id in every["replayed"] and every["count"] == len(every["replayed"])
+        assert client.replay(ids=["0" * 32]) == {"replayed": [], "count": 0}
+    for body in ({}, {"all": False}, {"ids": None}, {"bogus": 1}):
+        assert_problem(httpx.post(f"{url}/v1/dlq/replay", json=body), 422)
+
+
+def test_health_endpoints_and_stats_shape(url: str) -> None:
+    assert httpx.get(f"{url}/health/ready").json() == {"status": "ok"}
+    health = httpx.get(f"{url}/health").json()
+    assert health["checks"] == {"store": "ok"}
+    queue = next(q for q in httpx.get(f"{url}/v1/stats").json()["queues"]
+                 if q["queue"] == "default")
+    assert set(queue) >= {"queue", "counts", "oldest_ready_age_s", "throughput_1m_per_s",
+                          "throughput_5m_per_s", "failed_last_5m"}
+    assert queue["counts"]["succeeded"] > 0
+
+
+# A second server whose store and readiness fail on demand: 5xx paths end to end. -------
+
+
+class FlakyStore:
+    """A real SQLite store whose reads fail on demand with the given exception."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failure: BaseException | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_jobs(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failure is not None:
+            raise self.failure
+        return await self.inner.get_jobs(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FlakyStore, dict]]:
+    from conveyor.api.app import create_app
+    from conveyor.config import Limits
+    from conveyor.store.sqlite import SQLiteStore
+    from conveyor.tasks import Registry
+    from conveyor.wiring import make_service
+
+    db = Path(tmp_path_factory.mktemp("flaky")) / "flaky.db"
+    config = load_config({"store": f"sqlite:///{db}"}, environ={}).replace(
+        limits=Limits(max_batch_body_bytes=4096))
+    store = FlakyStore(SQLiteStore(db))
+    state: dict[str, Any] = {"down": None}
+    servers: list[uvicorn.Server] = []
+    port = free_port()
+
+    async def readiness() -> None:
+        if state["down"] is not None:
+            raise state["down"]
+
+    async def main() -> None:
+        await store.migrate()
+        await store.open()
+        service = make_service(config, store, Registry.load())  # type: ignore[arg-type]
+        app = create_app(service, config, readiness=readiness)
+        servers.append(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                     log_level="critical", lifespan="off")))
+        await servers[0].serve()
+        await store.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _ready(base), 30)
+    yield base, store, state
+    servers[0].should_exit = True
+    thread.join(timeout=30)
+
+
+def test_store_unavailable_is_503_with_retry_after(flaky: tuple[str, FlakyStore, dict]
+                                                   ) -> None:
+    from conveyor.errors import StoreUnavailable
+
+    base, store, _ = flaky
+    job = httpx.post(f"{base}/v1/jobs", json={"task": "sys.noop"}).json()
+    store.failure = StoreUnavailable("database is locked")
+    try:
+        answer = httpx.get(f"{base}/v1/jobs/{job['id']}")
+        assert_problem(answer, 503)
+        assert answer.headers["retry-after"] == "1"
+    finally:
+        store.failure = None
+    assert httpx.get(f"{base}/v1/jobs/{job['id']}").status_code == 200
+
+
+def test_unexpected_errors_are_500_without_internals(flaky: tuple[str, FlakyStore, dict]
+                                                     ) -> None:
+    base, store, _ = flaky
+    job = httpx.post(f"{base}/v1/jobs", json={"task": "sys.noop"}).json()
+    store.failure = RuntimeError("secret-internal-detail in /srv/conveyor/store.py")
+    try:
+        answer = httpx.get(f"{base}/v1/jobs/{job['id']}")
+    finally:
+        store.failure = None
+    body = assert_problem(answer, 500)
+    assert "secret" not in answer.text and "store.py" not in answer.text
+    assert body["detail"] == "an unexpected error occurred"
+
+
+def test_readiness_failure_is_503_with_the_reason(flaky: tuple[str, FlakyStore, dict]) -> None:
+    from conveyor.errors import SchemaMismatch, StoreUnavailable
+
+    base, _, state = flaky
+    for failure, reason in ((StoreUnavailable("cannot open database file"), "cannot open"),
+                            (SchemaMismatch("schema version 9, expected 3"), "schema version"),
+                            (OSError("disk on fire"), "disk on fire")):
+        state["down"] = failure
+        try:
+            answer = httpx.get(f"{base}/health/ready")
+            health = httpx.get(f"{base}/health")
+        finally:
+            state["down"] = None
+        assert reason in assert_problem(answer, 503)["detail"]
+        assert answer.headers["retry-after"] == "1"
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert httpx.get(f"{base}/health/ready").status_code == 200
+    assert httpx.get(f"{base}/health/live").json() == {"status": "ok"}
+
+
+def test_batch_body_limit_comes_from_config(flaky: tuple[str, FlakyStore, dict]) -> None:
+    base, _, _ = flaky
+    small = httpx.post(f"{base}/v1/jobs/batch", json={"jobs": [{"task": "sys.noop"}] * 10})
+    assert small.status_code == 202 and small.json()["count"] == 10
+    big = httpx.post(f"{base}/v1/jobs/batch", json={"jobs": [{"task": "sys.noop"}] * 500})
+    assert_problem(big, 413)
