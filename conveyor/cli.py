@@ -136,6 +136,16 @@ def migrate(store: StoreOpt = None) -> None:
 register_client_commands(app, fail)
 
 
+def _register_bench() -> None:
+    from .bench.cli import bench
+
+    app.command(name="bench", help="Benchmark a Conveyor server or a tier it starts: drain, "
+                "closed and open loop, batch ingest, CPU-bound; stage ceilings.")(bench)
+
+
+_register_bench()
+
+
 def main() -> None:
     app()
 

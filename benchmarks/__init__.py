@@ -1,0 +1,2 @@
+"""Benchmark tooling around ``conveyor bench``: peers, comparison, report (not a package
+dependency; see benchmarks/README.md)."""

@@ -1,0 +1,211 @@
+"""Conveyor and its peers side by side, interleaved, several repetitions.
+
+    python -m benchmarks.compare --redis redis://127.0.0.1:P/0 --postgres postgresql://...
+
+Each repetition runs every system once, in the same order (A B C D A B C D ...), so slow
+drifts of the machine (other load, thermal, page cache) spread over all systems instead of
+favouring one. Conveyor runs ``conveyor bench`` (embedded tier: B1, B2, B2b, B3, B4; the
+first repetition also measures the stage ceilings); each peer runs
+``benchmarks.peers.harness`` (B1, B3, B4) in the peers' virtual environment with the same
+worker process count and sizes. Every run's JSON is kept in ``--out-dir``; ``summary.json``
+holds the medians, the Conveyor/peer ratios and each system's durability settings.
+
+Runs in Conveyor's environment (it needs rich); the peers run in ``--peers-python``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
+    "conveyor-bench" / "venv"
+PEERS = ("celery", "dramatiq", "pgqueuer")
+console = Console()
+
+# (workload, path into its result, label, higher_is_better)
+METRICS: list[tuple[str, tuple[str, ...], str, bool]] = [
+    ("b1", ("ops_per_s",), "B1 drain ops/s", True),
+    ("b1", ("cpu_us_per_op",), "B1 CPU µs/op (system)", False),
+    ("b2", ("throughput_per_s",), "B2 closed loop req/s", True),
+    ("b2", ("latency_ms", "p95"), "B2 p95 ms", False),
+    ("b2b", ("ops_per_s",), "B2b batch ingest ops/s", True),
+    ("b3", ("enqueue_to_start_ms", "p50"), "B3 enqueue→start p50 ms", False),
+    ("b3", ("enqueue_to_start_ms", "p99"), "B3 enqueue→start p99 ms", False),
+    ("b3", ("enqueue_to_finish_ms", "p50"), "B3 enqueue→finish p50 ms", False),
+    ("b3", ("enqueue_to_finish_ms", "p99"), "B3 enqueue→finish p99 ms", False),
+    ("b4", ("efficiency",), "B4 CPU efficiency", True),
+]
+
+
+def system_cpu_us(result: dict[str, Any]) -> float | None:
+    """CPU µs per operation of the system under test: every group but the load generator
+    and the rest of the machine."""
+    cpu = result.get("cpu") or {}
+    total = sum(v.get("cpu_s", 0.0) for k, v in cpu.items() if k not in ("generator",
+                                                                          "others"))
+    ops = result.get("ops") or result.get("ok")
+    return round(total / ops * 1e6, 1) if ops and total else None
+
+
+def dig(data: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        if key == "cpu_us_per_op":
+            return system_cpu_us(value)
+        value = value.get(key)
+    return value if isinstance(value, (int, float)) else None
+
+
+def run_conveyor(args: argparse.Namespace, out: Path, ceilings: bool) -> int:
+    cmd = [sys.executable, "-m", "conveyor.bench.cli", "--tier", "embedded",
+           "--workloads", "b1,b2,b2b,b3,b4", "--ops", str(args.ops),
+           "--rate", str(args.rate), "--rate-duration", str(args.rate_duration),
+           "--cpu-ops", str(args.cpu_ops), "--processes", str(args.processes),
+           "--duration", str(args.duration), "--batch-ops", str(args.batch_ops),
+           "--deadline", str(args.deadline), "--out", str(out), "--quiet"]
+    if ceilings:
+        cmd += ["--ceilings", "all"]
+    return subprocess.run(cmd, cwd=REPO, timeout=args.deadline * 8).returncode
+
+
+def run_peer(args: argparse.Namespace, system: str, out: Path) -> int:
+    env = {**os.environ, "PEER_REDIS_URL": args.redis or ""}
+    cmd = [str(args.peers_python), "-m", "benchmarks.peers.harness", "--system", system,
+           "--workloads", "b1,b3,b4", "--ops", str(args.ops), "--rate", str(args.rate),
+           "--rate-duration", str(args.rate_duration), "--cpu-ops", str(args.cpu_ops),
+           "--processes", str(args.processes), "--deadline", str(args.deadline),
+           "--out", str(out)]
+    if args.redis:
+        cmd += ["--redis", args.redis]
+    if args.postgres:
+        cmd += ["--postgres", args.postgres]
+    return subprocess.run(cmd, cwd=REPO, env=env, timeout=args.deadline * 4).returncode
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    systems: dict[str, Any] = {}
+    for system, reports in runs.items():
+        metrics: dict[str, Any] = {}
+        for workload, path, label, better_high in METRICS:
+            values = [v for r in reports
+                      if (v := dig(r.get("results", {}).get(workload, {}), path)) is not None]
+            if values:
+                metrics[label] = {"median": round(statistics.median(values), 3),
+                                  "values": values, "higher_is_better": better_high}
+        first = reports[0] if reports else {}
+        systems[system] = {
+            "durability": first.get("target", {}).get("durability")
+            or first.get("durability"),
+            "version": first.get("conveyor_version") or first.get("version"),
+            "settings": first.get("settings") or first.get("target"),
+            "repetitions": len(reports), "metrics": metrics,
+        }
+    ratios: dict[str, dict[str, float]] = {}
+    base = systems.get("conveyor", {}).get("metrics", {})
+    for system, data in systems.items():
+        if system == "conveyor":
+            continue
+        for label, m in data["metrics"].items():
+            if label in base and m["median"]:
+                ratios.setdefault(system, {})[label] = round(base[label]["median"]
+                                                             / m["median"], 3)
+    return {"systems": systems, "ratios": ratios}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    systems = summary["systems"]
+    table = Table(title="medians (Conveyor/peer ratio in brackets; ↑ higher is better, "
+                        "↓ lower is better)")
+    table.add_column("metric")
+    for name in systems:
+        table.add_column(name, justify="right")
+    labels = [label for _, _, label, _ in METRICS]
+    for label in labels:
+        row = [label + (" ↑" if next(m[3] for m in METRICS if m[2] == label) else " ↓")]
+        present = False
+        for name, data in systems.items():
+            m = data["metrics"].get(label)
+            if m is None:
+                row.append("-")
+                continue
+            present = True
+            ratio = summary["ratios"].get(name, {}).get(label)
+            row.append(f"{m['median']:,.3g}" + (f" [{ratio:.2f}]" if ratio else ""))
+        if present:
+            table.add_row(*row)
+    console.print(table)
+    for name, data in systems.items():
+        console.print(f"[bold]{name}[/] {data.get('version') or ''}: {data['durability']}",
+                      highlight=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--systems", default="conveyor," + ",".join(PEERS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--redis", default=os.environ.get("PEER_REDIS_URL"))
+    parser.add_argument("--postgres", default=os.environ.get("PEER_POSTGRES_URL"))
+    parser.add_argument("--peers-python", type=Path, default=DEFAULT_VENV / "bin" / "python")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ops", type=int, default=20_000, help="B1 operations")
+    parser.add_argument("--rate", type=float, default=200.0, help="B3 arrivals/s")
+    parser.add_argument("--rate-duration", type=float, default=10.0)
+    parser.add_argument("--cpu-ops", type=int, default=1000, help="B4 operations")
+    parser.add_argument("--duration", type=float, default=10.0, help="B2 seconds")
+    parser.add_argument("--batch-ops", type=int, default=100_000, help="B2b operations")
+    parser.add_argument("--deadline", type=float, default=300.0)
+    parser.add_argument("--no-ceilings", action="store_true")
+    parser.add_argument("--out-dir", type=Path,
+                        default=REPO / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S"))
+    args = parser.parse_args()
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    for rep in range(1, args.reps + 1):
+        for system in systems:
+            out = args.out_dir / f"rep{rep}-{system}.json"
+            console.print(f"[dim]repetition {rep}/{args.reps}: {system}[/]")
+            started = time.monotonic()
+            try:
+                if system == "conveyor":
+                    code = run_conveyor(args, out, ceilings=rep == 1 and not args.no_ceilings)
+                else:
+                    code = run_peer(args, system, out)
+            except subprocess.TimeoutExpired:
+                code = -1
+            if out.exists():
+                runs[system].append(json.loads(out.read_text()))
+            if code != 0:
+                console.print(f"[yellow]{system} exited with {code}; see {out}[/]")
+            console.print(f"[dim]  {time.monotonic() - started:.0f} s[/]")
+    summary = summarize(runs)
+    summary["machine"] = next((r["machine"] for r in runs.get("conveyor", [])), None)
+    summary["command"] = " ".join(["python -m benchmarks.compare", *sys.argv[1:]])
+    summary["runs"] = {s: [str(args.out_dir / f"rep{i + 1}-{s}.json")
+                           for i in range(len(v))] for s, v in runs.items()}
+    conveyor_runs = runs.get("conveyor", [])
+    if conveyor_runs:
+        summary["ceilings"] = conveyor_runs[0].get("ceilings")
+        summary["conveyor_target"] = conveyor_runs[0].get("target")
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_summary(summary)
+    console.print(f"wrote {args.out_dir / 'summary.json'}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The results writer: a comparison summary (benchmarks.compare) -> the README's
+"Performance" section in Markdown, and a PNG chart.
+
+    python -m benchmarks.report benchmarks/results/RUN/summary.json \\
+        --markdown benchmarks/PERFORMANCE.md --png benchmarks/performance.png
+
+Needs only the standard library and matplotlib (benchmarks/requirements.txt), never
+Conveyor's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ORDER = ["B1 drain ops/s", "B1 CPU µs/op (system)", "B2 closed loop req/s", "B2 p95 ms",
+         "B2b batch ingest ops/s", "B3 enqueue→start p50 ms", "B3 enqueue→start p99 ms",
+         "B3 enqueue→finish p50 ms", "B3 enqueue→finish p99 ms", "B4 CPU efficiency"]
+TARGETS = {"B1 drain ops/s": ">= 20,000", "B2 closed loop req/s": ">= 4,000",
+           "B2 p95 ms": "< 150", "B2b batch ingest ops/s": ">= 100,000",
+           "B3 enqueue→start p50 ms": "< 5", "B4 CPU efficiency": ">= 0.90"}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.2f}"
+
+
+def markdown(summary: dict[str, Any], png_name: str | None) -> str:
+    systems = summary["systems"]
+    names = list(systems)
+    m = summary.get("machine") or {}
+    lines = ["## Performance", ""]
+    lines.append(
+        f"Measured on {m.get('nproc', '?')} cores ({m.get('cpu_model', '?')}), "
+        f"{m.get('memory_gib', '?')} GiB of memory, Linux {m.get('kernel', '?')}, "
+        f"Python {m.get('python', '?')}. The load generator runs on the same machine and "
+        "its CPU is reported separately; medians of "
+        f"{max((s['repetitions'] for s in systems.values()), default=0)} interleaved "
+        "repetitions (every system once per repetition, in turn).")
+    lines += ["", "| metric | target | " + " | ".join(names) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for label in ORDER:
+        cells = []
+        present = False
+        for name in names:
+            metric = systems[name]["metrics"].get(label)
+            if metric is None:
+                cells.append("-")
+                continue
+            present = True
+            ratio = summary.get("ratios", {}).get(name, {}).get(label)
+            cells.append(_fmt(metric["median"]) + (f" ({ratio:.2f}x)" if ratio else ""))
+        if present:
+            lines.append(f"| {label} | {TARGETS.get(label, '')} | " + " | ".join(cells) + " |")
+    lines += ["", "In brackets: Conveyor's figure divided by the peer's. Throughput and "
+              "efficiency: higher is better; latency and CPU per operation: lower is better.",
+              "", "How each figure is taken. B1/B4: operations loaded while no worker runs, "
+              "then the workers start; the drain is timed from the first start to the last "
+              "recorded outcome. B3 start: Conveyor from the operation's commit (`created_at`)"
+              " to its claim (`started_at`); Celery and Dramatiq from the producer's send "
+              "call to the task's first line; PgQueuer from the enqueue call to its `picked` "
+              "log row. B3 finish: Conveyor when the outcome is committed (`finished_at`), "
+              "Celery the result's `date_done`, Dramatiq the task's return (its result store "
+              "keeps no time), PgQueuer the `successful` log row. CPU per operation counts "
+              "the server or worker processes and the broker/database, not the load "
+              "generator.",
+              "", "Durability of each system as measured:", ""]
+    for name in names:
+        lines.append(f"- **{name}** {systems[name].get('version') or ''}: "
+                     f"{systems[name].get('durability')}")
+    ceilings = summary.get("ceilings") or {}
+    if ceilings.get("rows"):
+        lines += ["", "### What bounds each stage", "",
+                  "Each stage measured on its own on the same machine, and Conveyor's figure "
+                  "against it:", "", "| stage | ceiling | detail |", "|---|---|---|"]
+        for row in ceilings["rows"]:
+            lines.append(f"| {row['stage']} | {row['value']} | {row.get('detail', '')} |")
+        for c in ceilings.get("comparisons", []):
+            ratio = c.get("ratio")
+            lines.append(f"| **{c['workload']}** vs {c['stage']} | "
+                         f"{'-' if ratio is None else f'{ratio * 100:.0f} %'} | "
+                         f"{c.get('detail', '')} |")
+    if png_name:
+        lines += ["", f"![Conveyor and peers]({png_name})"]
+    lines += ["", "Reproduce (installs the peers into their own virtual environment, starts "
+              "a local Redis and PostgreSQL):", "", "```bash",
+              "benchmarks/run_all.sh            # or: benchmarks/run_all.sh --reps 5", "```",
+              "", f"Exact command of this run: `{summary.get('command', '')}`", ""]
+    return "\n".join(lines)
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("B1 drain ops/s", "B1 drain (ops/s, higher is better)"),
+              ("B3 enqueue→start p50 ms", "B3 enqueue→start p50 (ms, lower is better)"),
+              ("B3 enqueue→finish p99 ms", "B3 enqueue→finish p99 (ms, lower is better)"),
+              ("B4 CPU efficiency", "B4 CPU-bound efficiency (higher is better)")]
+    systems = summary["systems"]
+    names = list(systems)
+    colors = ["#2b6cb0" if n == "conveyor" else "#a0aec0" for n in names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    for ax, (label, title) in zip(axes, panels, strict=True):
+        values = [systems[n]["metrics"].get(label, {}).get("median") or 0 for n in names]
+        bars = ax.bar(names, values, color=colors)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(_fmt(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=7)
+    m = summary.get("machine") or {}
+    fig.suptitle(f"Conveyor (embedded) and peers, {m.get('nproc', '?')} cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("summary", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--png", type=Path)
+    args = parser.parse_args()
+    summary = json.loads(args.summary.read_text())
+    if args.png:
+        chart(summary, args.png)
+    png_name = None
+    if args.png and args.markdown:
+        png_name = os.path.relpath(args.png, args.markdown.parent)
+    text = markdown(summary, png_name)
+    if args.markdown:
+        args.markdown.write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""``conveyor bench``: one command, registered by :mod:`conveyor.cli` as ``bench``.
+
+Runs the selected workloads against ``--url`` or a tier it starts itself, shows progress,
+prints a table and writes the JSON report (``--out``). Exit code 1 when a workload failed
+or timed out (its error is in the report), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from .ceilings import CEILINGS, run_ceilings
+from .http import LoadError, loopback_target
+from .procstat import Sampler
+from .report import ceilings_table, new_report, results_table
+from .tiers import EmbeddedTier, ExternalTarget, KafkaTier, PostgresTier, Target, TierError
+from .workloads import WORKLOADS, Bench, BenchTimeout, Options, Phase
+
+bench_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                        help="Benchmark a Conveyor server: drain, closed/open loop, batch "
+                             "ingest, CPU-bound; stage ceilings.")
+out = Console()
+err = Console(stderr=True)
+
+
+class _RichPhase:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def update(self, completed: float, total: float | None = None) -> None:
+        if total is not None:
+            self._progress.update(self._task, completed=completed, total=total)
+        else:
+            self._progress.update(self._task, completed=completed)
+
+    def done(self) -> None:
+        self._progress.stop_task(self._task)
+
+
+class RichReporter:
+    """Progress bars on stderr (when it is a terminal) and notes."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err, refresh_per_second=4,
+            disable=quiet or not err.is_terminal,
+        )
+        self.quiet = quiet
+
+    def phase(self, description: str, total: float | None) -> Phase:
+        return _RichPhase(self.progress, self.progress.add_task(description, total=total))
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(message, highlight=False)
+
+
+def _event_loop_runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def make_target(*, url: str | None, tier: str, store: str | None,
+                kafka_bootstrap: str | None, processes: int, concurrency: int,
+                sqlite_synchronous: str, workdir: Path, profile: Path | None,
+                server_pid: int | None) -> Target:
+    if url:
+        loopback_target(url)
+        return ExternalTarget(url, processes, server_pid=server_pid)
+    common: dict[str, Any] = {"profile_dir": profile}
+    if tier == "embedded":
+        return EmbeddedTier(workdir, processes, concurrency,
+                            sqlite_synchronous=sqlite_synchronous.upper(), **common)
+    if tier == "postgres":
+        return PostgresTier(store or "", workdir, processes, concurrency, **common)
+    if tier == "kafka":
+        return KafkaTier(store or "", workdir, processes, concurrency,
+                         kafka_bootstrap=kafka_bootstrap, **common)
+    raise TierError(f"unknown tier {tier!r}: embedded, postgres or kafka")
+
+
+async def run_bench(target: Target, names: list[str], ceilings: list[str], options: Options,
+                    reporter: RichReporter, report: dict[str, Any],
+                    store_url: str | None, workdir: Path,
+                    sqlite_synchronous: str = "FULL") -> bool:
+    """Run every selected workload (and ceiling) into ``report``; False if any failed."""
+    groups = {**target.groups(), "generator": lambda: [os.getpid()]}
+    sampler = Sampler(groups, interval_s=0.1).start()
+    bench = Bench(target, sampler, options, reporter)
+    ok = True
+    try:
+        for name in names:
+            try:
+                report["results"][name] = await WORKLOADS[name](bench)
+            except (BenchTimeout, LoadError, TierError, OSError) as exc:
+                ok = False
+                report["results"][name] = {"workload": name, "title": name.upper(),
+                                           "error": f"{type(exc).__name__}: {exc}"}
+                reporter.note(f"[red]{name}: {exc}[/]")
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(target.stop)
+        if ceilings:
+            report["ceilings"] = await run_ceilings(
+                ceilings, options, reporter, sampler, report["results"],
+                store_url=store_url, workdir=workdir / "ceilings",
+                processes=target.processes, sqlite_synchronous=sqlite_synchronous)
+    finally:
+        sampler.stop()
+    return ok
+
+
+def _parse_list(value: str, known: dict[str, Any] | tuple[str, ...], what: str) -> list[str]:
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if names == ["all"]:
+        return list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise typer.BadParameter(f"unknown {what} {', '.join(unknown)} "
+                                 f"(choose from {', '.join(known)})")
+    return names
+
+
+@bench_app.command()
+def bench(
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Benchmark this running server (loopback only) instead of starting "
+                      "a tier")] = None,
+    tier: Annotated[str, typer.Option(
+        "--tier", help="Tier to start when no --url: embedded, postgres or kafka")
+    ] = "embedded",
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Store URL for --tier postgres|kafka (postgresql://...)")] = None,
+    kafka_bootstrap: Annotated[str | None, typer.Option("--kafka-bootstrap")] = None,
+    workloads: Annotated[str, typer.Option(
+        "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4 (or all)")] = "all",
+    ceilings: Annotated[str, typer.Option(
+        "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,store,pool "
+                           "(or all, or none)")] = "none",
+    ops: Annotated[int, typer.Option("--ops", min=1, help="B1: operations to drain")
+                   ] = 50_000,
+    connections: Annotated[int, typer.Option(
+        "--connections", min=1, help="B2: concurrent submitters")] = 64,
+    duration_s: Annotated[float, typer.Option(
+        "--duration", min=0.1, help="B2: measured seconds")] = 10.0,
+    warmup_s: Annotated[float, typer.Option("--warmup", min=0.0, help="B2: warm-up seconds")
+                        ] = 1.0,
+    requests: Annotated[int, typer.Option(
+        "--requests", min=0, help="B2: stop after this many requests (0: by --duration)")
+    ] = 0,
+    batch_ops: Annotated[int, typer.Option("--batch-ops", min=1, help="B2b: operations")
+                         ] = 100_000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=5000,
+                                            help="B1/B2b/B4: jobs per batch request")] = 1000,
+    batch_connections: Annotated[int, typer.Option(
+        "--batch-connections", min=1, help="B1/B2b/B4: batches in flight")] = 2,
+    rate: Annotated[float, typer.Option("--rate", min=1.0, help="B3: arrivals per second")
+                    ] = 200.0,
+    rate_duration_s: Annotated[float, typer.Option(
+        "--rate-duration", min=0.1, help="B3: seconds of arrivals")] = 10.0,
+    cpu_ops: Annotated[int, typer.Option("--cpu-ops", min=1, help="B4: operations")] = 1000,
+    cpu_ms: Annotated[float, typer.Option("--cpu-ms", min=0.1, help="B4: ms of CPU each")
+                      ] = 10.0,
+    processes: Annotated[int, typer.Option(
+        "--processes", min=1, help="Server's process pool size (and B4's ideal)")
+    ] = os.cpu_count() or 1,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", min=1, help="Operations in flight per worker")] = 100,
+    sqlite_synchronous: Annotated[str, typer.Option(
+        "--sqlite-synchronous", help="Embedded tier: FULL (fsync per commit) or NORMAL")
+    ] = "FULL",
+    deadline_s: Annotated[float, typer.Option(
+        "--deadline", min=1.0, help="Give up on a workload after this many seconds")
+    ] = 300.0,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here")
+                        ] = None,
+    workdir: Annotated[Path | None, typer.Option(
+        "--workdir", help="Keep server logs and databases here (default: a temporary "
+                          "directory, removed afterwards)")] = None,
+    profile: Annotated[Path | None, typer.Option(
+        "--profile", help="Run the servers under py-spy; write collapsed stacks here")
+    ] = None,
+    server_pid: Annotated[int | None, typer.Option(
+        "--server-pid", help="With --url: the server's pid for CPU accounting (default: "
+                             "the process listening on the URL's port)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table")
+                     ] = False,
+) -> None:
+    """Measure throughput, latency and CPU cost of a Conveyor server."""
+    names = _parse_list(workloads, WORKLOADS, "workload")
+    ceiling_names = [] if ceilings.strip().lower() == "none" else _parse_list(
+        ceilings, CEILINGS, "ceiling")
+    if sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+        raise typer.BadParameter("--sqlite-synchronous: FULL, NORMAL or EXTRA")
+    options = Options(
+        b1_ops=ops, load_batch=batch_size, load_connections=batch_connections,
+        b2_connections=connections, b2_duration_s=duration_s, b2_warmup_s=warmup_s,
+        b2_requests=requests, b2b_ops=batch_ops, b2b_batch=batch_size,
+        b2b_connections=batch_connections, b3_rate_per_s=rate,
+        b3_duration_s=rate_duration_s, b4_ops=cpu_ops, b4_ms=cpu_ms, deadline_s=deadline_s,
+    )
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-bench-")))
+        else:
+            work = workdir.resolve()
+            work.mkdir(parents=True, exist_ok=True)
+        try:
+            target = make_target(url=url, tier=tier, store=store,
+                                 kafka_bootstrap=kafka_bootstrap, processes=processes,
+                                 concurrency=concurrency,
+                                 sqlite_synchronous=sqlite_synchronous, workdir=work,
+                                 profile=profile.resolve() if profile else None,
+                                 server_pid=server_pid)
+        except (TierError, LoadError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        report = new_report(["conveyor", "bench", *sys.argv[1:]] if "bench" not in sys.argv
+                            else ["conveyor", *sys.argv[sys.argv.index("bench"):]],
+                            target.describe(), {**vars(options), "workloads": names,
+                                                "ceilings": ceiling_names})
+        report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        reporter = RichReporter(quiet)
+        store_url = store if tier != "embedded" and not url else None
+        try:
+            with reporter.progress, _event_loop_runner() as runner:
+                ok = runner.run(run_bench(target, names, ceiling_names, options, reporter,
+                                          report, store_url, work,
+                                          sqlite_synchronous.upper()))
+        finally:
+            target.stop()
+        if profile is not None:
+            from .profile import summarize_profiles
+
+            report["profile"] = summarize_profiles(target.profiles())
+    report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(report, indent=2) + "\n")
+    if not quiet:
+        out.print(results_table(report))
+        table = ceilings_table(report)
+        if table is not None:
+            out.print(table)
+        if report.get("profile"):
+            from .profile import profile_table
+
+            out.print(profile_table(report["profile"]))
+        if out_path is not None:
+            err.print(f"wrote {out_path}", highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    bench_app()

@@ -1,0 +1,547 @@
+"""The workloads B1, B2, B2b, B3 and B4, each bounded in time and in count.
+
+Each workload starts its target (a fresh database for a tier the benchmark runs itself),
+measures, stops it, and returns a JSON-ready dict. Throughput of drain workloads comes
+from the store's own timestamps (first ``started_at`` to last ``finished_at``); latencies
+of HTTP requests from the generator's clock; CPU from the :class:`~.procstat.Sampler`
+over the measured window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .http import HttpPool, LoadError, job_id_of
+from .procstat import MACHINE, Sampler
+from .stats import rate, summarize_ms
+from .tiers import Target
+
+TERMINAL = ("succeeded", "dead", "cancelled")
+NOOP: dict[str, Any] = {"task": "sys.noop", "args": {}}
+TRANSIENT = (OSError, ConnectionError, TimeoutError, LoadError)
+
+
+class BenchTimeout(Exception):
+    """A workload did not finish before its deadline."""
+
+
+class Phase(Protocol):
+    def update(self, completed: float, total: float | None = None) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class Reporter(Protocol):
+    def phase(self, description: str, total: float | None) -> Phase: ...
+
+    def note(self, message: str) -> None: ...
+
+
+class _NullPhase:
+    def update(self, completed: float, total: float | None = None) -> None:
+        return None
+
+    def done(self) -> None:
+        return None
+
+
+class NullReporter:
+    def phase(self, description: str, total: float | None) -> Phase:
+        return _NullPhase()
+
+    def note(self, message: str) -> None:
+        return None
+
+
+@dataclass
+class Options:
+    """Sizes and bounds of every workload (the CLI's flags)."""
+
+    b1_ops: int = 50_000
+    load_batch: int = 1000
+    load_connections: int = 2
+    b2_connections: int = 64
+    b2_duration_s: float = 10.0
+    b2_warmup_s: float = 1.0
+    b2_requests: int = 0
+    """Stop after this many measured requests (0: run for ``b2_duration_s``)."""
+    b2b_ops: int = 100_000
+    b2b_batch: int = 1000
+    b2b_connections: int = 2
+    b3_rate_per_s: float = 200.0
+    b3_duration_s: float = 10.0
+    b3_connections: int = 256
+    b3_sample: int = 5000
+    b4_ops: int = 1000
+    b4_ms: float = 10.0
+    deadline_s: float = 300.0
+    """Every workload gives up (and says so) after this long."""
+    poll_s: float = 0.05
+
+
+@dataclass
+class Bench:
+    target: Target
+    sampler: Sampler
+    options: Options
+    reporter: Reporter
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise BenchTimeout(f"{what}: not finished within {self.seconds:g} s")
+
+
+async def _ticker(phase: Phase, read: Callable[[], float], interval_s: float = 0.25) -> None:
+    while True:
+        phase.update(read())
+        await asyncio.sleep(interval_s)
+
+
+def cpu_report(sampler: Sampler, start: float, end: float, ops: int) -> dict[str, Any]:
+    """CPU seconds per process group in ``[start, end]``, per operation and in cores."""
+    window = max(end - start, 1e-9)
+    out: dict[str, Any] = {}
+    used = sampler.cpu_window(start, end)
+    machine = used.pop(MACHINE, None)
+    for name, cpu_s in used.items():
+        out[name] = {
+            "cpu_s": round(cpu_s, 3),
+            "cores": round(cpu_s / window, 2),
+            "us_per_op": round(cpu_s / ops * 1e6, 1) if ops else None,
+        }
+    if machine is not None:
+        # Everything else the machine did meanwhile (other users' processes): a benchmark
+        # on a busy machine says so instead of passing its noise off as a result.
+        others = max(0.0, machine - sum(used.values()))
+        out["others"] = {"cpu_s": round(others, 3), "cores": round(others / window, 2),
+                         "us_per_op": None}
+    return out
+
+
+# --- control-plane calls ---------------------------------------------------------------
+
+async def queue_counts(pool: HttpPool) -> Counter[str]:
+    status, body = await pool.request("GET", "/v1/stats")
+    if status != 200 or not isinstance(body, dict):
+        raise LoadError(f"GET /v1/stats answered {status}")
+    total: Counter[str] = Counter()
+    for q in body.get("queues", []):
+        total.update({k: int(v) for k, v in q.get("counts", {}).items()})
+    return total
+
+
+def _done(counts: Counter[str]) -> int:
+    return sum(counts[s] for s in TERMINAL)
+
+
+async def _retrying(call: Callable[[], Awaitable[Any]], deadline: Deadline, what: str) -> Any:
+    """Retry a control call through connection errors (a server restarting)."""
+    while True:
+        try:
+            return await call()
+        except TRANSIENT:
+            deadline.check(what)
+            await asyncio.sleep(0.1)
+
+
+async def fetch_operations(pool: HttpPool, ids: Sequence[str], deadline: Deadline,
+                           concurrency: int = 16) -> list[dict[str, Any]]:
+    """The first operation of each job (GET /v1/jobs/{id}), in the order of ``ids``."""
+    out: list[dict[str, Any] | None] = [None] * len(ids)
+    cursor = 0
+
+    async def worker() -> None:
+        nonlocal cursor
+        while cursor < len(ids) and deadline.left() > 0:
+            i = cursor
+            cursor += 1
+            raw = pool.encode("GET", f"/v1/jobs/{ids[i]}")
+            status, body = await _retrying(lambda raw=raw: pool.send(raw), deadline,  # type: ignore[misc]
+                                           "reading jobs")
+            if status == 200:
+                ops = json.loads(body).get("operations") or [{}]
+                out[i] = ops[0]
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, len(ids))))))
+    return [o for o in out if o is not None]
+
+
+async def submit_batches(bench: Bench, pool: HttpPool, op: dict[str, Any], n: int,
+                         batch: int, connections: int, deadline: Deadline, label: str,
+                         latencies: list[float] | None = None) -> list[str]:
+    """Submit ``n`` one-operation jobs through ``POST /v1/jobs/batch``, ``connections``
+    batches in flight; 429/503 answers are retried after a pause. Returns the job ids in
+    submission order."""
+    batches = [min(batch, n - start) for start in range(0, n, batch)]
+    bodies: dict[int, bytes] = {}
+    for size in set(batches):
+        body = json.dumps({"jobs": [op] * size}, separators=(",", ":")).encode()
+        bodies[size] = pool.encode("POST", "/v1/jobs/batch", body)
+    ids: list[list[str]] = [[] for _ in batches]
+    submitted = 0
+    cursor = 0
+    phase = bench.reporter.phase(label, n)
+
+    async def worker() -> None:
+        nonlocal cursor, submitted
+        while cursor < len(batches):
+            i = cursor
+            cursor += 1
+            while True:
+                deadline.check(label)
+                started = time.perf_counter()
+                try:
+                    status, body = await pool.send(bodies[batches[i]])
+                except TRANSIENT:
+                    await asyncio.sleep(0.1)
+                    continue
+                if status == 202:
+                    if latencies is not None:
+                        latencies.append(time.perf_counter() - started)
+                    ids[i] = json.loads(body)["ids"]
+                    submitted += len(ids[i])
+                    break
+                if status in (429, 503):
+                    await asyncio.sleep(0.05)
+                    continue
+                raise LoadError(f"POST /v1/jobs/batch answered {status}: {body[:300]!r}")
+
+    ticker = asyncio.create_task(_ticker(phase, lambda: submitted))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, connections))))
+    finally:
+        ticker.cancel()
+        phase.update(submitted)
+        phase.done()
+    return [i for chunk in ids for i in chunk]
+
+
+async def wait_finished(bench: Bench, pool: HttpPool, last_id: str | None, target_done: int,
+                        baseline: int, deadline: Deadline, label: str
+                        ) -> tuple[float, Counter[str]]:
+    """Until the store counts ``target_done`` finished operations; returns the wall time it
+    was observed and the final counts. Polls the last submitted job (cheap) often and the
+    queue counts every two seconds (a GROUP BY over every operation)."""
+    phase = bench.reporter.phase(label, target_done - baseline)
+    get_last = pool.encode("GET", f"/v1/jobs/{last_id}") if last_id else None
+    last_done = get_last is None
+    next_counts = 0.0
+    try:
+        while True:
+            deadline.check(label)
+            try:
+                if not last_done and get_last is not None:
+                    status, body = await pool.send(get_last)
+                    if status == 200 and json.loads(body).get("status") in (
+                            "succeeded", "failed", "cancelled"):
+                        last_done = True
+                now = time.monotonic()
+                if last_done or now >= next_counts:
+                    counts = await queue_counts(pool)
+                    phase.update(_done(counts) - baseline)
+                    if _done(counts) >= target_done:
+                        return time.time(), counts
+                    next_counts = now + 2.0
+            except TRANSIENT:
+                pass
+            await asyncio.sleep(bench.options.poll_s)
+    finally:
+        phase.done()
+
+
+# --- B1 and B4: drain -----------------------------------------------------------------
+
+async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int
+                ) -> dict[str, Any]:
+    """Load ``n`` operations (workers held back when the target allows), start the
+    workers, and time the drain from the operations' own timestamps."""
+    o = bench.options
+    target = bench.target
+    deadline = Deadline(o.deadline_s)
+    paused = target.can_pause
+    await asyncio.to_thread(target.start, workers=not paused)
+    pool = HttpPool(target.url, connections=max(o.load_connections, 16), timeout_s=60)
+    try:
+        before = await queue_counts(pool)
+        baseline = _done(before)
+        load_started = time.time()
+        ids = await submit_batches(bench, pool, op, n, o.load_batch, o.load_connections,
+                                   deadline, f"{title}: load")
+        load_ended = time.time()
+        resumed = time.time()
+        if paused:
+            await asyncio.to_thread(target.start_workers)
+        observed, after = await wait_finished(bench, pool, ids[-1] if ids else None,
+                                              baseline + len(ids), baseline, deadline,
+                                              f"{title}: drain")
+        k_last = min(len(ids), max(400, 4 * (target.concurrency or 100)))
+        edge = list(dict.fromkeys(ids[:50] + ids[-k_last:]))
+        ops = await fetch_operations(pool, edge, deadline)
+    finally:
+        await pool.close()
+        await asyncio.to_thread(target.stop)
+    starts = [x["started_at"] for x in ops if x.get("started_at")]
+    finishes = [x["finished_at"] for x in ops if x.get("finished_at")]
+    first_start = min(starts) if starts else resumed
+    last_finish = max(finishes) if finishes else observed
+    duration = max(last_finish - first_start, 1e-9)
+    result: dict[str, Any] = {
+        "workload": name, "title": title, "task": op["task"], "args": op["args"],
+        "mode": "paused" if paused else "live",
+        "ops": len(ids),
+        "outcomes": {s: after[s] - before[s] for s in TERMINAL if after[s] - before[s]},
+        "load": {"duration_s": round(load_ended - load_started, 3),
+                 "ops_per_s": rate(len(ids), load_ended - load_started),
+                 "batch": o.load_batch, "connections": o.load_connections,
+                 "workers": "not running" if paused else "running",
+                 "cpu": cpu_report(bench.sampler, load_started, load_ended, len(ids))},
+        "duration_s": round(duration, 3),
+        "ops_per_s": rate(len(ids), duration),
+        "wall_s": round(observed - resumed, 3),
+        "wall_ops_per_s": rate(len(ids), observed - resumed),
+        "cpu": cpu_report(bench.sampler, first_start, last_finish, len(ids)),
+        "rss_mib": bench.sampler.rss_window(first_start, observed),
+    }
+    return result
+
+
+async def b1(bench: Bench) -> dict[str, Any]:
+    return await drain(bench, "b1", "B1 drain", NOOP, bench.options.b1_ops)
+
+
+async def b4(bench: Bench) -> dict[str, Any]:
+    o = bench.options
+    op = {"task": "sys.cpu", "args": {"ms": o.b4_ms}}
+    result = await drain(bench, "b4", "B4 cpu", op, o.b4_ops)
+    ideal = bench.target.processes / (o.b4_ms / 1000.0)
+    result["ideal_ops_per_s"] = round(ideal, 1)
+    result["processes"] = bench.target.processes
+    result["efficiency"] = round((result["ops_per_s"] or 0.0) / ideal, 3)
+    return result
+
+
+# --- B2: closed loop ------------------------------------------------------------------
+
+async def closed_loop(bench: Bench, pool: HttpPool, raw: bytes, connections: int,
+                      duration_s: float, warmup_s: float, max_requests: int,
+                      deadline: Deadline, label: str) -> dict[str, Any]:
+    """``connections`` submitters, each sending its next request when the last answered.
+    Requests sent during the warm-up are not counted."""
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    started = time.perf_counter()
+    measure_from = started + warmup_s
+    stop_at = min(measure_from + duration_s, started + deadline.left())
+    counted = 0
+    last_done = measure_from
+    phase = bench.reporter.phase(label, max_requests or duration_s + warmup_s)
+
+    async def worker() -> None:
+        nonlocal counted, last_done
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at or (max_requests and counted >= max_requests):
+                return
+            measuring = sent >= measure_from
+            if measuring:
+                counted += 1
+            try:
+                status, _ = await pool.send(raw)
+            except TRANSIENT as exc:
+                if measuring:
+                    errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.01)
+                continue
+            done = time.perf_counter()
+            if measuring:
+                statuses[status] += 1
+                last_done = max(last_done, done)
+                if 200 <= status < 300:
+                    latencies.append(done - sent)
+
+    ticker = asyncio.create_task(_ticker(
+        phase, (lambda: counted) if max_requests else (lambda: time.perf_counter() - started)))
+    wall_start = time.time() + (measure_from - time.perf_counter())
+    try:
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    finally:
+        ticker.cancel()
+        phase.done()
+    measured_s = max(last_done - measure_from, 1e-9)
+    wall_end = wall_start + measured_s
+    ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
+    return {
+        "connections": connections, "requests": counted, "ok": ok,
+        "statuses": {str(s): n for s, n in sorted(statuses.items())},
+        "errors": dict(errors), "duration_s": round(measured_s, 3),
+        "throughput_per_s": rate(ok, measured_s),
+        "latency_ms": summarize_ms(latencies),
+        "cpu": cpu_report(bench.sampler, wall_start, wall_end, ok),
+        "window": (wall_start, wall_end),
+    }
+
+
+async def b2(bench: Bench) -> dict[str, Any]:
+    o = bench.options
+    deadline = Deadline(o.deadline_s)
+    await asyncio.to_thread(bench.target.start, workers=True)
+    pool = HttpPool(bench.target.url, connections=o.b2_connections, timeout_s=60)
+    try:
+        body = json.dumps(NOOP, separators=(",", ":")).encode()
+        result = await closed_loop(bench, pool, pool.encode("POST", "/v1/jobs", body),
+                                   o.b2_connections, o.b2_duration_s, o.b2_warmup_s,
+                                   o.b2_requests, deadline, "B2 closed loop")
+    finally:
+        await pool.close()
+        await asyncio.to_thread(bench.target.stop)
+    start, end = result.pop("window")
+    return {"workload": "b2", "title": "B2 closed loop", "task": "sys.noop", **result,
+            "rss_mib": bench.sampler.rss_window(start, end)}
+
+
+# --- B2b: batch ingest ----------------------------------------------------------------
+
+async def b2b(bench: Bench) -> dict[str, Any]:
+    o = bench.options
+    deadline = Deadline(o.deadline_s)
+    await asyncio.to_thread(bench.target.start, workers=True)
+    pool = HttpPool(bench.target.url, connections=max(o.b2b_connections, 4), timeout_s=120)
+    latencies: list[float] = []
+    try:
+        started = time.time()
+        ids = await submit_batches(bench, pool, NOOP, o.b2b_ops, o.b2b_batch,
+                                   o.b2b_connections, deadline, "B2b batch ingest", latencies)
+        ended = time.time()
+    finally:
+        await pool.close()
+        await asyncio.to_thread(bench.target.stop)
+    return {
+        "workload": "b2b", "title": "B2b batch ingest", "task": "sys.noop",
+        "ops": len(ids), "batch": o.b2b_batch, "connections": o.b2b_connections,
+        "workers": "running", "duration_s": round(ended - started, 3),
+        "ops_per_s": rate(len(ids), ended - started),
+        "batch_latency_ms": summarize_ms(latencies),
+        "cpu": cpu_report(bench.sampler, started, ended, len(ids)),
+        "rss_mib": bench.sampler.rss_window(started, ended),
+    }
+
+
+# --- B3: open loop --------------------------------------------------------------------
+
+async def open_loop(bench: Bench, pool: HttpPool, raw: bytes, rate_per_s: float,
+                    duration_s: float, deadline: Deadline, label: str) -> dict[str, Any]:
+    """Requests at fixed scheduled times (``rate_per_s``), each on its own task; latency
+    counts from the scheduled time, so a stalled server cannot hide its stall by slowing
+    the generator down (no coordinated omission)."""
+    n = max(1, int(rate_per_s * duration_s))
+    latencies: list[float] = [math.nan] * n
+    lags: list[float] = [math.nan] * n
+    ids: list[str | None] = [None] * n
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    inflight: set[asyncio.Task[None]] = set()
+    sent = 0
+    phase = bench.reporter.phase(label, n)
+
+    async def one(i: int, scheduled: float) -> None:
+        lags[i] = time.perf_counter() - scheduled
+        try:
+            status, body = await pool.send(raw)
+        except TRANSIENT as exc:
+            errors[type(exc).__name__] += 1
+            return
+        statuses[status] += 1
+        if 200 <= status < 300:
+            latencies[i] = time.perf_counter() - scheduled
+            ids[i] = job_id_of(body)
+
+    ticker = asyncio.create_task(_ticker(phase, lambda: sent))
+    begin = time.perf_counter() + 0.05
+    wall_start = time.time() + 0.05
+    interval = 1.0 / rate_per_s
+    try:
+        i = 0
+        while i < n:
+            now = time.perf_counter()
+            if now - begin > deadline.left():
+                break
+            while i < n and begin + i * interval <= now:
+                task = asyncio.create_task(one(i, begin + i * interval))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+                i += 1
+            sent = i
+            if i < n:
+                await asyncio.sleep(max(0.0, begin + i * interval - time.perf_counter()))
+        if inflight:
+            await asyncio.wait(list(inflight), timeout=max(1.0, deadline.left()))
+    finally:
+        ticker.cancel()
+        phase.done()
+    wall_end = time.time()
+    ok = sum(c for s, c in statuses.items() if 200 <= s < 300)
+    return {
+        "requests": sent, "ok": ok, "statuses": {str(s): c for s, c in sorted(statuses.items())},
+        "errors": dict(errors), "duration_s": round(wall_end - wall_start, 3),
+        "submit_latency_ms": summarize_ms(latencies),
+        "generator_lag_ms": summarize_ms(lags),
+        "ids": [x for x in ids if x], "window": (wall_start, wall_end),
+    }
+
+
+async def b3(bench: Bench) -> dict[str, Any]:
+    o = bench.options
+    deadline = Deadline(o.deadline_s)
+    await asyncio.to_thread(bench.target.start, workers=True)
+    pool = HttpPool(bench.target.url, connections=o.b3_connections, timeout_s=60)
+    try:
+        before = await queue_counts(pool)
+        body = json.dumps(NOOP, separators=(",", ":")).encode()
+        result = await open_loop(bench, pool, pool.encode("POST", "/v1/jobs", body),
+                                 o.b3_rate_per_s, o.b3_duration_s, deadline, "B3 open loop")
+        ids: list[str] = result.pop("ids")
+        start, end = result.pop("window")
+        await wait_finished(bench, pool, ids[-1] if ids else None, _done(before) + len(ids),
+                            _done(before), deadline, "B3: finishing")
+        step = max(1, len(ids) // max(1, o.b3_sample))
+        sample = ids[::step]
+        ops = await fetch_operations(pool, sample, deadline, concurrency=32)
+    finally:
+        await pool.close()
+        await asyncio.to_thread(bench.target.stop)
+    to_start = [x["started_at"] - x["created_at"] for x in ops if x.get("started_at")]
+    to_finish = [x["finished_at"] - x["created_at"] for x in ops if x.get("finished_at")]
+    lag = result["generator_lag_ms"]
+    return {
+        "workload": "b3", "title": "B3 open loop", "task": "sys.noop",
+        "rate_per_s": o.b3_rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
+        **result,
+        "sampled_ops": len(ops),
+        "enqueue_to_start_ms": summarize_ms(to_start),
+        "enqueue_to_finish_ms": summarize_ms(to_finish),
+        "generator_saturated": bool(lag.get("p99") and lag["p99"] > 10.0),
+        "cpu": cpu_report(bench.sampler, start, end, result["ok"]),
+        "rss_mib": bench.sampler.rss_window(start, end),
+    }
+
+
+WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "b1": b1, "b2": b2, "b2b": b2b, "b3": b3, "b4": b4,
+}

@@ -1,0 +1,55 @@
+"""``conveyor bench`` end to end: it starts an embedded server (``conveyor api``, then
+``conveyor serve`` on the same SQLite file), runs a small B1 drain and a short B2 closed
+loop over real loopback HTTP, and writes a JSON report whose figures must be sane."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+N_OPS = 2000
+N_REQUESTS = 300
+
+
+@pytest.mark.timeout(120)
+def test_bench_b1_and_b2_on_embedded(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, "-m", "conveyor.cli", "bench",
+        "--tier", "embedded", "--workloads", "b1,b2",
+        "--ops", str(N_OPS), "--requests", str(N_REQUESTS), "--warmup", "0",
+        "--connections", "16", "--processes", "1", "--deadline", "50",
+        "--workdir", str(tmp_path / "work"), "--out", str(out), "--quiet",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+
+    assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
+    assert report["target"]["tier"] == "embedded"
+    assert "synchronous=FULL" in report["target"]["durability"]
+
+    b1 = report["results"]["b1"]
+    assert "error" not in b1, b1
+    assert b1["ops"] == N_OPS
+    assert b1["outcomes"] == {"succeeded": N_OPS}
+    assert b1["mode"] == "paused"
+    assert b1["ops_per_s"] > 0 and b1["duration_s"] > 0
+    assert b1["load"]["ops_per_s"] > 0
+    assert b1["wall_s"] >= b1["duration_s"] * 0.5
+    assert b1["cpu"]["server"]["cpu_s"] > 0 and b1["cpu"]["server"]["us_per_op"] > 0
+    assert "generator" in b1["cpu"]
+
+    b2 = report["results"]["b2"]
+    assert "error" not in b2, b2
+    assert b2["requests"] == N_REQUESTS
+    assert b2["ok"] == N_REQUESTS and b2["statuses"] == {"202": N_REQUESTS}
+    assert b2["throughput_per_s"] > 0
+    lat = b2["latency_ms"]
+    assert lat["count"] == N_REQUESTS
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert b2["cpu"]["server"]["us_per_op"] > 0
