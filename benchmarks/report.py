@@ -134,9 +134,13 @@ def main() -> None:
     parser.add_argument("summary", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--png", type=Path)
+    parser.add_argument("--reuse-png", action="store_true",
+                        help="link the existing --png instead of drawing it again")
+    parser.add_argument("--readme", type=Path,
+                        help="also replace the README's Performance section with the report")
     args = parser.parse_args()
     summary = json.loads(args.summary.read_text())
-    if args.png:
+    if args.png and not args.reuse_png:
         chart(summary, args.png)
     png_name = None
     if args.png and args.markdown:
@@ -146,6 +150,28 @@ def main() -> None:
         args.markdown.write_text(text)
     else:
         print(text)
+    if args.readme:
+        readme_png = os.path.relpath(args.png, args.readme.parent) if args.png else None
+        splice_readme(args.readme, markdown(summary, readme_png))
+
+
+START = "<!-- performance:start -->"
+END = "<!-- performance:end -->"
+
+
+def splice_readme(readme: Path, report: str) -> None:
+    """Replace what lies between the README's performance markers with ``report`` (without
+    its title, which the README has); the rest of the README is left as it was."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    lines = report.strip().splitlines()
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+    body = "\n".join(lines).strip()
+    readme.write_text(f"{head}{START}\n{body}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -49,4 +49,6 @@ python3 -m benchmarks.compare --redis "$REDIS_URL" --postgres "$PG_URL" \
   --peers-python "$VENV/bin/python" --out-dir "$OUT" "$@"
 "$VENV/bin/python" -m benchmarks.report "$OUT/summary.json" \
   --markdown "$OUT/PERFORMANCE.md" --png "$OUT/performance.png"
+log "copy $OUT/PERFORMANCE.md and performance.png to benchmarks/ and refresh the README with:"
+log "  python3 -m benchmarks.report $OUT/summary.json --markdown benchmarks/PERFORMANCE.md --png benchmarks/performance.png --readme README.md"
 log "report: $OUT/PERFORMANCE.md and $OUT/performance.png"
