@@ -93,5 +93,14 @@ async def notify(conn: Conn, queues: set[str] | Sequence[str]) -> None:
         await conn.execute(SQL["notify_ready"], {"queues": sorted(set(queues))})
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQL", "Conn", "PgCore", "fetch", "notify",
-           "refresh_jobs", "psycopg"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQL",
+    "Conn",
+    "PgCore",
+    "fetch",
+    "notify",
+    "psycopg",
+    "refresh_jobs",
+]

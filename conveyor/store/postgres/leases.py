@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from psycopg.rows import DictRow
+
 from ...model import Claim, Lease, LeaseState, Outcome, OutcomeKind
 from .. import rows
 from .core import SQL, Conn, PgCore, fetch, notify, refresh_jobs
@@ -37,7 +39,7 @@ class LeaseMixin(PgCore):
             return []
 
         async def claim(conn: Conn) -> list[Claim]:
-            found = []
+            found: list[DictRow] = []
             for queue in queues:
                 remaining = limit - len(found)
                 if remaining <= 0:
@@ -114,7 +116,7 @@ class LeaseMixin(PgCore):
             return 0
 
         async def release(conn: Conn) -> int:
-            found = []
+            found: list[DictRow] = []
             for lease in leases:
                 found.extend(await fetch(conn, "release", {
                     "op_id": lease.op_id, "lease_token": lease.lease_token}))

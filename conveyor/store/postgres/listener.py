@@ -64,7 +64,8 @@ class Listener:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s)))
+                    self._url, autocommit=True,
+                    connect_timeout=max(1, int(self._connect_timeout_s)))
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected = True

@@ -79,7 +79,8 @@ class PostgresStore(LeaseMixin):
             problem = (f"has schema version {version}, newer than this Conveyor knows "
                        f"({SCHEMA_VERSION}): upgrade Conveyor")
         else:
-            problem = f"has schema version {version}, this Conveyor needs {SCHEMA_VERSION}: {migrate}"
+            problem = (f"has schema version {version}, this Conveyor needs {SCHEMA_VERSION}: "
+                       f"{migrate}")
         raise SchemaMismatch(f"PostgreSQL at {where(self.url)} {problem}")
 
     @staticmethod
