@@ -46,4 +46,5 @@ def wait_workers(api: ConveyorProcess, pids: set[int], timeout_s: float = 30.0) 
 
 def query(url: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        cur = conn.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description is not None else []

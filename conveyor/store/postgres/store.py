@@ -68,8 +68,16 @@ class PostgresStore(LeaseMixin):
             self._opened = True
 
     async def open(self) -> None:
-        await self._open_pool()
-        version = await self._tx(self._schema_version)
+        """Connect and check the schema version; on failure nothing is left running."""
+        try:
+            await self._open_pool()
+            version = await self._tx(self._schema_version)
+            self._check_version(version)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _check_version(self, version: int) -> None:
         if version == SCHEMA_VERSION:
             return
         migrate = f"run `conveyor migrate --store {redact(self.url)}`"
