@@ -74,8 +74,9 @@ async def configure(conn: Conn) -> None:
 
 async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None) -> list[DictRow]:
     """All rows of the named statement on ``conn`` (empty for statements without rows)."""
-    cur = await conn.execute(SQL[name], params)
-    return await cur.fetchall() if cur.description is not None else []
+    async with conn.cursor(row_factory=dict_row) as cur:  # also on callers' connections
+        await cur.execute(SQL[name], params)
+        return await cur.fetchall() if cur.description is not None else []
 
 
 async def refresh_jobs(conn: Conn, job_ids: Sequence[str] | set[str]) -> None:
