@@ -37,7 +37,7 @@ from .errors import redact, translated, where
 from .group import GroupCommit
 from .leases import LeaseMixin
 from .listener import Listener
-from .submit import answers, dumps, idempotent_params, job_params, operation_params
+from .submit import dumps, insert_jobs
 
 
 class PostgresStore(LeaseMixin):
@@ -53,7 +53,7 @@ class PostgresStore(LeaseMixin):
         super().__init__(url, min_size=min_size, max_size=max_size,
                          connect_timeout_s=connect_timeout_s,
                          acquire_timeout_s=acquire_timeout_s)
-        self._group = GroupCommit(self._pool, max_groups=max_groups)
+        self._group = GroupCommit(self._pool, insert_jobs, max_groups=max_groups)
         self._listener = Listener(url, connect_timeout_s)
         self._opened = False
 
@@ -153,7 +153,7 @@ class PostgresStore(LeaseMixin):
         if not jobs:
             return []
         with translated(self.url):
-            return await self._group.run(lambda conn: insert_jobs(conn, jobs))
+            return await self._group.run(jobs)
 
     # reads -----------------------------------------------------------------------------
     async def _with_operations(self, conn: Conn, job_rows: list[Any]) -> list[Job]:
@@ -168,7 +168,7 @@ class PostgresStore(LeaseMixin):
             found = await fetch(conn, "select_jobs", {"ids": list(ids), "tenant": tenant})
             return await self._with_operations(conn, found)
 
-        return await self._tx(read)
+        return await self._read(read)
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
         async def read(conn: Conn) -> list[Job]:
@@ -177,7 +177,7 @@ class PostgresStore(LeaseMixin):
                 "queue": flt.queue, "task": flt.task, "after": flt.after, "limit": flt.limit})
             return await self._with_operations(conn, found)
 
-        return await self._tx(read)
+        return await self._read(read)
 
     @staticmethod
     def _op_params(flt: OpFilter) -> dict[str, Any]:
@@ -214,7 +214,7 @@ class PostgresStore(LeaseMixin):
                 for queue, by_status in sorted(counts.items())
             ]
 
-        return await self._tx(read)
+        return await self._read(read)
 
     # changes by clients ----------------------------------------------------------------
     async def cancel_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[str]:
@@ -265,22 +265,6 @@ class PostgresStore(LeaseMixin):
     async def list_workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         found = await self._all("list_workers", {"include_gone": include_gone})
         return [rows.worker_info(r) for r in found]
-
-
-async def insert_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Submitted]:
-    """Insert ``jobs`` on ``conn`` inside the caller's transaction (see
-    :func:`.submit.answers` for idempotency) and notify their queues at commit."""
-    created = {str(r["id"]) for r in await fetch(conn, "insert_jobs", job_params(jobs))}
-    existing: list[Any] = []
-    if len(created) < len(jobs) or any(j.idempotency_key for j in jobs):
-        keyed = idempotent_params(jobs)
-        if keyed["tenants"]:
-            existing = await fetch(conn, "find_idempotent", keyed)
-    out, written = answers(jobs, set(created), existing)
-    if written:
-        await conn.execute(SQL["insert_operations"], operation_params(written))
-        await notify(conn, {j.queue for j in written})
-    return out
 
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "insert_jobs"]

@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...model import NewJob, Submitted, new_id
-from ..sqlfile import load_blocks
-
-SQL = load_blocks(__package__ + ".sql", "queries.sql")
+from .core import SQL, Conn, fetch, notify
 
 
 def dumps(value: Any) -> str:
@@ -90,5 +88,21 @@ def answers(
     return out, written
 
 
-__all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "job_params",
-           "operation_params"]
+async def insert_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Submitted]:
+    """Insert ``jobs`` on ``conn`` inside the caller's transaction (see
+    :func:`.submit.answers` for idempotency) and notify their queues at commit."""
+    created = {str(r["id"]) for r in await fetch(conn, "insert_jobs", job_params(jobs))}
+    existing: list[Any] = []
+    if len(created) < len(jobs) or any(j.idempotency_key for j in jobs):
+        keyed = idempotent_params(jobs)
+        if keyed["tenants"]:
+            existing = await fetch(conn, "find_idempotent", keyed)
+    out, written = answers(jobs, set(created), existing)
+    if written:
+        await conn.execute(SQL["insert_operations"], operation_params(written))
+        await notify(conn, {j.queue for j in written})
+    return out
+
+
+__all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
+           "job_params", "operation_params"]
