@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import pytest
 
-from conveyor.model import OpFilter, OpStatus, Outcome, OutcomeKind
+from conveyor.model import Lease, OpFilter, OpStatus, Outcome, OutcomeKind
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.contract_support import eventually, job, op
 from conveyor.transport.store import StoreTransport
@@ -185,3 +185,60 @@ async def test_batch_insert_is_one_transaction(pg_store: PostgresStore, batch: i
     assert [o.job_id for o in ops] == [j.id for j in jobs]  # seq follows input order
     print(f"\n{batch} jobs in one insert_jobs: {elapsed_s * 1000:.0f} ms "
           f"({batch / elapsed_s:.0f} jobs/s)")
+
+
+async def test_leases_follow_the_database_clock_not_the_workers(
+    pg_store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose clock is an hour off (either way) neither sees live leases as expired
+    nor loses its own: every lease time is computed by the database."""
+    await pg_store.insert_jobs([job(op("t.a")), job(op("t.b")), job(op("t.c"))])
+    [mine] = await pg_store.claim(["default"], "w-ok", 1, 30.0)
+    real_time = time.time
+    for skew_s in (3600.0, -3600.0):
+        monkeypatch.setattr(time, "time", lambda skew_s=skew_s: real_time() + skew_s)
+        skewed = PostgresStore(pg_url)
+        await skewed.open()
+        try:
+            assert await skewed.rescue_expired(100) == []  # my lease is live
+            db_now = await skewed.now()
+            assert abs(db_now - real_time()) < 5.0  # the database's time, not ours
+            [theirs] = await skewed.claim(["default"], f"w-skewed{skew_s:+.0f}", 1, 30.0)
+            [running] = await skewed.list_operations(OpFilter(ids=(theirs.op_id,)))
+            assert running.started_at is not None
+            assert abs(running.started_at - db_now) < 5.0
+            [state] = await skewed.extend_leases([Lease(theirs.op_id, theirs.lease_token)],
+                                                 30.0)
+            assert state.held
+            assert await pg_store.rescue_expired(100) == []  # nor do others see it expired
+        finally:
+            await skewed.close()
+    monkeypatch.setattr(time, "time", real_time)
+    [state] = await pg_store.extend_leases([Lease(mine.op_id, mine.lease_token)], 30.0)
+    assert state.held and await pg_store.rescue_expired(100) == []
+
+
+async def test_concurrent_rescuers_rescue_each_lease_once(pg_store: PostgresStore,
+                                                          pg_url: str) -> None:
+    """Four processes' rescuers at once over 200 expired leases: each is re-queued exactly
+    once (one attempt spent), none twice."""
+    await pg_store.insert_jobs([job(op("t.x")) for _ in range(200)])
+    claims = await pg_store.claim(["default"], "w-dead", 200, 0.2)
+    assert len(claims) == 200
+    rescuers = [PostgresStore(pg_url, max_size=2) for _ in range(4)]
+    for r in rescuers:
+        await r.open()
+    try:
+        await asyncio.sleep(0.4)
+        rescued: list[str] = []
+        while len(rescued) < 200:
+            found = await asyncio.gather(*(r.rescue_expired(30) for r in rescuers))
+            rescued.extend(op_id for batch in found for op_id in batch)
+            if not any(found):
+                break
+    finally:
+        for r in rescuers:
+            await r.close()
+    assert sorted(rescued) == sorted(c.op_id for c in claims)
+    ops = await pg_store.list_operations(OpFilter(limit=1000))
+    assert all(o.status is OpStatus.QUEUED and o.attempts == 1 for o in ops)
