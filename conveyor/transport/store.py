@@ -2,6 +2,11 @@
 
 Waiting is a poll with an event that local submissions and finished keys set, so an idle
 worker in the same process reacts at once and one in another process within ``poll_s``.
+
+A store may also offer a wake-up of its own (:class:`ReadySignal`, e.g. PostgreSQL's
+``LISTEN/NOTIFY``): the transport then waits on it as well, so a worker in another process
+reacts within milliseconds; ``poll_s`` remains the fallback (delayed work falling due, a
+lost notification).
 """
 
 from __future__ import annotations
@@ -9,9 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from ..model import Claim
 from ..store.base import Store
+
+
+@runtime_checkable
+class ReadySignal(Protocol):
+    """Optional store capability: wait until work may be ready in ``queues``."""
+
+    async def wait_ready(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Return when work may have become ready in one of ``queues`` or after
+        ``timeout_s``, whichever is first. Must not raise when the store is unreachable
+        (waiting then simply lasts ``timeout_s``)."""
 
 
 class StoreTransport:
@@ -23,6 +39,7 @@ class StoreTransport:
         self._queues: tuple[str, ...] = ()
         self._worker_id = ""
         self._wakeup = asyncio.Event()
+        self._signal = store if isinstance(store, ReadySignal) else None
 
     async def start(self, queues: Sequence[str], worker_id: str) -> None:
         self._queues = tuple(queues)
@@ -37,8 +54,21 @@ class StoreTransport:
             remaining = deadline - loop.time()
             if claims or remaining <= 0:
                 return claims
+            await self._wait(min(self._poll_s, remaining))
+
+    async def _wait(self, timeout_s: float) -> None:
+        if self._signal is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), min(self._poll_s, remaining))
+                await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+            return
+        waiters = [asyncio.create_task(self._wakeup.wait()),
+                   asyncio.create_task(self._signal.wait_ready(self._queues, timeout_s))]
+        try:
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def ack(self, claims: Sequence[Claim]) -> None:
         return None

@@ -1,0 +1,117 @@
+"""Connections of the PostgreSQL store: the pool, transactions, error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool
+
+from ..sqlfile import load_blocks, migrations
+from .errors import retrying, translated
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[DictRow]
+SQL = load_blocks(__package__ + ".sql", "queries.sql")
+MIGRATIONS = migrations(__package__ + ".sql")
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class PgCore:
+    """A pool of autocommit connections; ``_tx`` runs a function in one transaction,
+    ``_one``/``_all`` run single statements. Every entry point translates connection
+    errors into ``StoreUnavailable`` and retries deadlocks."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
+                 connect_timeout_s: float = 5.0, acquire_timeout_s: float = 5.0) -> None:
+        self.url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url,
+            open=False,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=acquire_timeout_s,
+            kwargs={"autocommit": True, "row_factory": dict_row,
+                    "connect_timeout": max(1, int(connect_timeout_s))},
+            configure=configure,
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=max(60.0, 4 * connect_timeout_s),
+            name="conveyor",
+        )
+
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            async with self._pool.connection() as conn, conn.transaction():
+                return await fn(conn)
+
+        with translated(self.url):
+            return await retrying(attempt)
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """``fn(conn)`` without a transaction: each statement sees its own snapshot (as it
+        would inside a READ COMMITTED transaction), one round trip less each way."""
+        async def attempt() -> T:
+            async with self._pool.connection() as conn:
+                return await fn(conn)
+
+        with translated(self.url):
+            return await retrying(attempt)
+
+    async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[DictRow]:
+        async def attempt() -> list[DictRow]:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(SQL[name], params)
+                return await cur.fetchall()
+
+        with translated(self.url):
+            return await retrying(attempt)
+
+    async def _one(self, name: str, params: dict[str, Any] | None = None) -> DictRow | None:
+        found = await self._all(name, params)
+        return found[0] if found else None
+
+
+async def configure(conn: Conn) -> None:
+    """jsonb arrives as text: :mod:`conveyor.store.rows` decodes it (a JSON string value
+    must stay distinguishable from JSON text)."""
+    conn.adapters.register_loader("jsonb", TextLoader)
+    conn.adapters.register_loader("json", TextLoader)
+
+
+async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None) -> list[DictRow]:
+    """All rows of the named statement on ``conn`` (empty for statements without rows)."""
+    async with conn.cursor(row_factory=dict_row) as cur:  # also on callers' connections
+        await cur.execute(SQL[name], params)
+        return await cur.fetchall() if cur.description is not None else []
+
+
+async def refresh_jobs(conn: Conn, job_ids: Sequence[str] | set[str]) -> None:
+    """Derive the status of ``job_ids`` again: lock them (in id order, so concurrent
+    refreshes never deadlock), then compute from a snapshot taken after the lock."""
+    if job_ids:
+        ids = sorted(job_ids)
+        await conn.execute(SQL["lock_jobs"], {"ids": ids})
+        await conn.execute(SQL["refresh_job_status"], {"ids": ids})
+
+
+async def notify(conn: Conn, queues: set[str] | Sequence[str]) -> None:
+    """Tell listening workers (at commit) that work may be ready in ``queues``."""
+    if queues:
+        await conn.execute(SQL["notify_ready"], {"queues": sorted(set(queues))})
+
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQL",
+    "Conn",
+    "PgCore",
+    "fetch",
+    "notify",
+    "psycopg",
+    "refresh_jobs",
+]

@@ -1,0 +1,327 @@
+-- Named statements of the PostgreSQL store. Parameters are %(named)s (psycopg).
+-- Every time is the database's: now() is the transaction's start, the same for every
+-- statement of one transaction.
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
+
+-- name: migration_lock
+-- Held until the migrating transaction ends: concurrent `conveyor migrate` runs queue up.
+SELECT pg_advisory_xact_lock(1129207374, 1);
+
+-- name: schema_version_exists
+SELECT to_regclass('schema_version') IS NOT NULL AS present;
+
+-- name: schema_version
+SELECT max(version) AS version FROM schema_version;
+
+-- name: clear_schema_version
+DELETE FROM schema_version;
+
+-- name: set_schema_version
+INSERT INTO schema_version (version) VALUES (%(version)s);
+
+-- name: now
+SELECT extract(epoch FROM clock_timestamp())::double precision AS now;
+
+-- name: ping
+SELECT 1;
+
+-- name: insert_jobs
+-- Every job of the batch in one statement, in input order; idempotency-key and id clashes
+-- are skipped (the caller looks them up).
+INSERT INTO jobs (id, tenant, queue, status, metadata, headers, idempotency_key,
+                  request_hash, created_at)
+SELECT j.id, j.tenant, j.queue, 'queued', j.metadata::jsonb, j.headers::jsonb,
+       j.idempotency_key, j.request_hash, now()
+FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(queues)s::text[], %(metadata)s::text[],
+            %(headers)s::text[], %(idempotency_keys)s::text[], %(request_hashes)s::text[])
+     WITH ORDINALITY AS j(id, tenant, queue, metadata, headers, idempotency_key,
+                          request_hash, ord)
+ORDER BY j.ord
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: find_idempotent
+SELECT j.id, j.tenant, j.idempotency_key, j.request_hash
+FROM jobs j
+JOIN unnest(%(tenants)s::text[], %(idempotency_keys)s::text[]) AS k(tenant, idempotency_key)
+  ON j.tenant = k.tenant AND j.idempotency_key = k.idempotency_key;
+
+-- name: insert_operations
+-- seq (submission order) follows the input order.
+INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
+                        max_attempts, timeout_s, created_at, run_at, headers)
+SELECT o.id, o.job_id, o.tenant, o.queue, o.task, o.args::jsonb, o.key, o.priority,
+       CASE WHEN o.delay_s > 0 THEN 'scheduled' ELSE 'queued' END,
+       o.max_attempts, o.timeout_s, now(), now() + make_interval(secs => o.delay_s),
+       o.headers::jsonb
+FROM unnest(%(ids)s::text[], %(job_ids)s::text[], %(tenants)s::text[], %(queues)s::text[],
+            %(tasks)s::text[], %(args)s::text[], %(keys)s::text[], %(priorities)s::int[],
+            %(max_attempts)s::int[], %(timeouts_s)s::float8[], %(delays_s)s::float8[],
+            %(headers)s::text[])
+     WITH ORDINALITY AS o(id, job_id, tenant, queue, task, args, key, priority, max_attempts,
+                          timeout_s, delay_s, headers, ord)
+ORDER BY o.ord;
+
+-- name: notify_ready
+-- Delivered at commit to every listening worker: work may be ready in these queues.
+SELECT pg_notify('conveyor_ready', q) FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: select_jobs
+SELECT * FROM jobs
+WHERE id = ANY(%(ids)s::text[]) AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(after)s::text IS NULL OR id < %(after)s::text)
+  AND (%(task)s::text IS NULL OR EXISTS (SELECT 1 FROM operations o
+                                         WHERE o.job_id = jobs.id AND o.task = %(task)s::text))
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: operations_of_jobs
+SELECT * FROM operations WHERE job_id = ANY(%(ids)s::text[]) ORDER BY seq;
+
+-- name: list_operations
+SELECT * FROM operations
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s::text)
+  AND (%(ids)s::text[] IS NULL OR id = ANY(%(ids)s::text[]))
+  AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: lock_jobs
+-- Taken before a job's status is derived again: the next statement then sees every
+-- operation change committed by transactions that held these rows before us.
+SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
+
+-- name: refresh_job_status
+-- Derive each job's status from its operations (same rule as model.job_status).
+UPDATE jobs SET status = s.status
+FROM (
+    SELECT job_id, CASE
+        WHEN count(*) FILTER (WHERE status NOT IN ('succeeded', 'dead', 'cancelled')) = 0 THEN
+            CASE WHEN count(*) FILTER (WHERE status = 'dead') > 0 THEN 'failed'
+                 WHEN count(*) FILTER (WHERE status = 'cancelled') > 0 THEN 'cancelled'
+                 ELSE 'succeeded' END
+        WHEN count(*) FILTER (WHERE status IN ('running', 'succeeded', 'dead', 'cancelled')
+                              OR attempts > 0 OR started_at IS NOT NULL) > 0 THEN 'running'
+        ELSE 'queued' END AS status
+    FROM operations WHERE job_id = ANY(%(ids)s::text[]) GROUP BY job_id) AS s
+WHERE jobs.id = s.job_id AND jobs.status <> s.status;
+
+-- name: mark_jobs_running
+UPDATE jobs SET status = 'running' WHERE id = ANY(%(ids)s::text[]) AND status = 'queued';
+
+-- name: claim_candidates
+-- Step 1 of a claim: the head of the ready order of one queue, skipping rows other
+-- claimers hold and keys with an open earlier (or a running) operation, then the key
+-- lock of each keyed candidate (a transaction advisory lock; a held one skips the key).
+WITH c AS MATERIALIZED (
+    SELECT o.seq, o.key FROM operations o
+    WHERE o.queue = %(queue)s
+      AND o.status IN ('scheduled', 'queued', 'retrying')
+      AND o.run_at <= now()
+      AND (o.key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM operations p
+            WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
+              AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
+              AND (p.status = 'running' OR p.seq < o.seq)))
+    ORDER BY o.priority DESC, o.seq
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED)
+SELECT seq FROM c
+WHERE c.key IS NULL
+   OR pg_try_advisory_xact_lock(hashtextextended(%(queue)s || '/' || c.key, 0));
+
+-- name: claim_update
+-- Step 2, a new statement (so a new snapshot, taken after the key locks were granted):
+-- check per-key order again, now against every claim committed before, and lease.
+UPDATE operations o
+SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
+    worker_id = %(worker_id)s, started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+WHERE o.seq = ANY(%(seqs)s::bigint[])
+  AND o.status IN ('scheduled', 'queued', 'retrying')
+  AND o.run_at <= now()
+  AND (o.key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM operations p
+        WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
+          AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
+          AND (p.status = 'running' OR p.seq < o.seq)))
+RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
+          lease_token, created_at, headers, priority, seq;
+
+-- name: claim_ids
+WITH wanted AS MATERIALIZED (
+    SELECT seq FROM operations
+    WHERE id = ANY(%(ids)s::text[])
+      AND status IN ('scheduled', 'queued', 'retrying') AND run_at <= now()
+    FOR UPDATE SKIP LOCKED)
+UPDATE operations o
+SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
+    worker_id = %(worker_id)s, started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+FROM wanted
+WHERE o.seq = wanted.seq
+RETURNING o.id, o.job_id, o.queue, o.task, o.args, o.key, o.attempts, o.max_attempts,
+          o.timeout_s, o.lease_token, o.created_at, o.headers, o.priority, o.seq;
+
+-- name: extend_leases
+-- Fenced: only leases still held (same token, still running) are extended and returned.
+UPDATE operations o SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+FROM unnest(%(op_ids)s::text[], %(tokens)s::bigint[]) AS l(op_id, lease_token)
+WHERE o.id = l.op_id AND o.lease_token = l.lease_token AND o.status = 'running'
+RETURNING o.id, o.lease_token, o.cancel_requested;
+
+-- name: complete_succeeded
+UPDATE operations
+SET status = 'succeeded', result = %(result)s::jsonb, error = NULL, finished_at = now(),
+    lease_expires_at = NULL
+WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
+RETURNING job_id, queue, key;
+
+-- name: complete_retry
+-- A retry of an operation whose job was cancelled meanwhile ends it cancelled.
+UPDATE operations
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END,
+    finished_at = CASE WHEN cancel_requested THEN now() END,
+    error = %(error)s::jsonb, run_at = now() + make_interval(secs => %(retry_in_s)s),
+    lease_expires_at = NULL
+WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
+RETURNING job_id, queue, key;
+
+-- name: complete_dead
+UPDATE operations
+SET status = 'dead', error = %(error)s::jsonb, finished_at = now(), lease_expires_at = NULL
+WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
+RETURNING job_id, queue, key;
+
+-- name: complete_cancelled
+UPDATE operations
+SET status = 'cancelled', error = %(error)s::jsonb, finished_at = now(),
+    lease_expires_at = NULL
+WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
+RETURNING job_id, queue, key;
+
+-- name: release
+-- Give a lease back without counting the attempt (a cancelled one ends cancelled).
+UPDATE operations
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    finished_at = CASE WHEN cancel_requested THEN now() END,
+    attempts = attempts - 1, run_at = now(), worker_id = NULL, lease_expires_at = NULL
+WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
+RETURNING job_id, queue;
+
+-- name: rescue_expired
+-- Leases that expired: run again, or dead once attempts are spent (cancelled if asked).
+-- SKIP LOCKED: concurrent rescuers (and outcomes being recorded) never wait on each other.
+WITH expired AS MATERIALIZED (
+    SELECT seq FROM operations
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+UPDATE operations o
+SET status = CASE WHEN o.cancel_requested THEN 'cancelled'
+                  WHEN o.attempts >= o.max_attempts THEN 'dead'
+                  ELSE 'queued' END,
+    error = CASE WHEN NOT o.cancel_requested AND o.attempts >= o.max_attempts
+                 THEN jsonb_build_object('type', 'LeaseExpired', 'message',
+                      'the worker holding the lease stopped responding (attempt '
+                      || o.attempts || ')', 'traceback', NULL)
+                 ELSE o.error END,
+    finished_at = CASE WHEN o.cancel_requested OR o.attempts >= o.max_attempts
+                       THEN now() END,
+    run_at = now(), worker_id = NULL, lease_expires_at = NULL
+FROM expired
+WHERE o.seq = expired.seq AND o.status = 'running' AND o.lease_expires_at < now()
+RETURNING o.id, o.job_id, o.queue;
+
+-- name: cancel_waiting
+UPDATE operations SET status = 'cancelled', finished_at = now()
+WHERE job_id = ANY(%(ids)s::text[]) AND status IN ('scheduled', 'queued', 'retrying')
+RETURNING queue;
+
+-- name: cancel_running
+UPDATE operations SET cancel_requested = true
+WHERE job_id = ANY(%(ids)s::text[]) AND status = 'running';
+
+-- name: replay
+UPDATE operations
+SET status = 'queued', attempts = 0, run_at = now(), result = NULL, error = NULL,
+    started_at = NULL, finished_at = NULL, worker_id = NULL, cancel_requested = false
+WHERE status = 'dead'
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s::text)
+  AND (%(ids)s::text[] IS NULL OR id = ANY(%(ids)s::text[]))
+RETURNING id, job_id, queue;
+
+-- name: stats_counts
+SELECT queue, status, count(*) AS n FROM operations
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY queue, status;
+
+-- name: stats_oldest_ready
+SELECT queue, extract(epoch FROM now() - min(run_at))::double precision AS age_s
+FROM operations
+WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= now()
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY queue;
+
+-- name: stats_recent
+SELECT queue,
+       count(*) FILTER (WHERE finished_at >= now() - interval '60 seconds') AS last_1m,
+       count(*) AS last_5m,
+       count(*) FILTER (WHERE status = 'dead') AS failed_5m
+FROM operations
+WHERE finished_at >= now() - interval '300 seconds'
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY queue;
+
+-- name: upsert_task
+INSERT INTO tasks (name, queue, schema, kind, max_attempts, timeout_s, priority, doc, updated_at)
+VALUES (%(name)s, %(queue)s, %(schema)s::jsonb, %(kind)s, %(max_attempts)s, %(timeout_s)s,
+        %(priority)s, %(doc)s, now())
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, schema = excluded.schema, kind = excluded.kind,
+    max_attempts = excluded.max_attempts, timeout_s = excluded.timeout_s,
+    priority = excluded.priority, doc = excluded.doc, updated_at = excluded.updated_at;
+
+-- name: list_tasks
+SELECT * FROM tasks ORDER BY name;
+
+-- name: upsert_worker
+INSERT INTO workers (id, host, pid, queues, concurrency, version, config_hash, started_at,
+                     last_seen_at, in_flight, processed, status)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, %(version)s,
+        %(config_hash)s, to_timestamp(%(started_at)s), clock_timestamp(), %(in_flight)s,
+        %(processed)s, %(status)s)
+ON CONFLICT (id) DO UPDATE SET
+    queues = excluded.queues, concurrency = excluded.concurrency,
+    version = excluded.version, config_hash = excluded.config_hash,
+    last_seen_at = excluded.last_seen_at, in_flight = excluded.in_flight,
+    processed = excluded.processed, status = excluded.status;
+
+-- name: list_workers
+SELECT * FROM workers WHERE (%(include_gone)s OR status = 'live') ORDER BY id;
+
+-- name: expire_workers
+UPDATE workers SET status = 'gone'
+WHERE status = 'live' AND last_seen_at < now() - make_interval(secs => %(timeout_s)s)
+RETURNING id;
+
+-- name: expire_leases_of_workers
+-- The leases of gone workers expire now, so the rescuer re-queues their work at once.
+UPDATE operations SET lease_expires_at = now() - interval '1 millisecond'
+WHERE status = 'running' AND worker_id = ANY(%(ids)s::text[]);

@@ -1,0 +1,108 @@
+"""Inserting jobs: one multi-row statement for the jobs, one for their operations.
+
+The parameters are built by pure functions shared by the store (async, group commit) and
+by transactional enqueue (:mod:`conveyor.postgres`, sync or async, the caller's own
+connection), so both write exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ...model import NewJob, Submitted, new_id
+from .core import SQL, Conn, fetch, notify
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class DuplicateJobId(Exception):
+    """A job id already exists (ids are random: a bug upstream, never a user error)."""
+
+
+def job_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    return {
+        "ids": [j.id for j in jobs],
+        "tenants": [j.tenant for j in jobs],
+        "queues": [j.queue for j in jobs],
+        "metadata": [dumps(j.metadata) for j in jobs],
+        "headers": [dumps(j.headers) for j in jobs],
+        "idempotency_keys": [j.idempotency_key for j in jobs],
+        "request_hashes": [j.request_hash for j in jobs],
+    }
+
+
+def idempotent_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    keyed = [j for j in jobs if j.idempotency_key is not None]
+    return {"tenants": [j.tenant for j in keyed],
+            "idempotency_keys": [j.idempotency_key for j in keyed]}
+
+
+def operation_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    cols: dict[str, list[Any]] = {name: [] for name in (
+        "ids", "job_ids", "tenants", "queues", "tasks", "args", "keys", "priorities",
+        "max_attempts", "timeouts_s", "delays_s", "headers")}
+    for j in jobs:
+        headers = dumps(j.headers)
+        for op in j.operations:
+            cols["ids"].append(new_id())
+            cols["job_ids"].append(j.id)
+            cols["tenants"].append(j.tenant)
+            cols["queues"].append(j.queue)
+            cols["tasks"].append(op.task)
+            cols["args"].append(dumps(op.args))
+            cols["keys"].append(op.key)
+            cols["priorities"].append(op.priority)
+            cols["max_attempts"].append(op.max_attempts)
+            cols["timeouts_s"].append(op.timeout_s)
+            cols["delays_s"].append(float(op.delay_s))
+            cols["headers"].append(headers)
+    return cols
+
+
+def answers(
+    jobs: Sequence[NewJob], created_ids: set[str], existing: Sequence[Any]
+) -> tuple[list[Submitted], list[NewJob]]:
+    """One answer per job in input order, and the jobs whose operations must be written.
+
+    ``existing`` holds rows ``(id, tenant, idempotency_key, request_hash)`` of the jobs
+    that own the idempotency keys of the batch. A key repeated inside the batch resolves
+    to the batch's first job with it (the insert skipped the later ones)."""
+    owners = {(r["tenant"], r["idempotency_key"]): r for r in existing}
+    out: list[Submitted] = []
+    written: list[NewJob] = []
+    for j in jobs:
+        owner = owners.get((j.tenant, j.idempotency_key)) if j.idempotency_key else None
+        if j.id in created_ids and (owner is None or owner["id"] == j.id):
+            out.append(Submitted(j.id, created=True))
+            written.append(j)
+            created_ids.discard(j.id)  # a repeated id in one batch is created once
+        elif owner is not None:
+            out.append(Submitted(str(owner["id"]), created=False,
+                                 conflict=owner["request_hash"] != j.request_hash))
+        else:
+            raise DuplicateJobId(f"job id {j.id} already exists")
+    return out, written
+
+
+async def insert_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Submitted]:
+    """Insert ``jobs`` on ``conn`` inside the caller's transaction (see
+    :func:`.submit.answers` for idempotency) and notify their queues at commit."""
+    created = {str(r["id"]) for r in await fetch(conn, "insert_jobs", job_params(jobs))}
+    existing: list[Any] = []
+    if len(created) < len(jobs) or any(j.idempotency_key for j in jobs):
+        keyed = idempotent_params(jobs)
+        if keyed["tenants"]:
+            existing = await fetch(conn, "find_idempotent", keyed)
+    out, written = answers(jobs, set(created), existing)
+    if written:
+        await conn.execute(SQL["insert_operations"], operation_params(written))
+        await notify(conn, {j.queue for j in written})
+    return out
+
+
+__all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
+           "job_params", "operation_params"]

@@ -1,0 +1,27 @@
+"""The PostgreSQL store passes the store conformance suite (against a real server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from conveyor.store.base import Store
+from conveyor.store.postgres import PostgresStore
+from conveyor.testing.store_contract import StoreContract
+from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+
+__all__ = ["pg_database", "pg_store", "pg_url"]
+
+
+@pytest.fixture
+async def store(pg_store: PostgresStore) -> AsyncIterator[Store]:
+    yield pg_store
+
+
+class TestPostgresStore(StoreContract):
+    async def reopen(self, store: Store) -> Store:
+        assert isinstance(store, PostgresStore)
+        fresh = PostgresStore(store.url)
+        await fresh.open()
+        return fresh
