@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .cli_client import register_client_commands
+from .cli_keys import register_key_commands
 from .config import Config, load_config
 from .errors import ConfigError, ConveyorError
 from .observability.logging import configure as configure_logging
@@ -134,6 +135,7 @@ def migrate(store: StoreOpt = None) -> None:
 
 
 register_client_commands(app, fail)
+register_key_commands(app, fail, _config)
 
 
 def _register_bench() -> None:
