@@ -67,8 +67,12 @@ def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
 
     def ready(line: str) -> None:
         err.print(f"[bold green]Conveyor[/] {escape(line)}", highlight=False, soft_wrap=True)
-        if api and config.host in ("127.0.0.1", "localhost", "::1"):
-            err.print("Listening on loopback only: open access for local development.",
+        if api and not config.auth_required:
+            err.print("Listening on loopback only: open access for local development "
+                      "(requests without an API key act as tenant 'default' with every "
+                      "scope; set CONVEYOR_AUTH=required to require keys).", highlight=False)
+        elif api:
+            err.print("API keys required (create one with `conveyor keys create`).",
                       highlight=False)
 
     try:

@@ -37,6 +37,7 @@ def create_app(
     app.state.metrics = metrics or Metrics()
     app.state.tracing = tracing or Tracing()
     app.state.readiness = readiness or service.store.ping
+    protect(app, service, config)
     problems.install(app)
     app.include_router(router)
     app.include_router(dashboard.router)
@@ -46,6 +47,9 @@ def create_app(
                              ) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
+        rate_headers = getattr(request.state, "rate_headers", None)
+        if rate_headers:
+            response.headers.update(rate_headers)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         m: Metrics = app.state.metrics
@@ -54,3 +58,30 @@ def create_app(
         return response
 
     return app
+
+
+def protect(app: FastAPI, service: Service, config: Config) -> None:
+    """Authentication, rate limits and backpressure from ``config`` (docs/security.md)."""
+    from ..backpressure import Backpressure, store_ready_depth
+    from ..config import backpressure_thresholds
+    from ..wiring import make_limiter
+    from .auth import Authenticator
+    from .limits import RateLimits
+
+    m: Metrics = app.state.metrics
+    app.state.auth = Authenticator(service.store, required=config.auth_required)
+    limiter = make_limiter(config, on_degraded=lambda down: m.rate_limiter_degraded.set(
+        1 if down else 0))
+    app.state.rate_limits = RateLimits(
+        limiter, m, anonymous=config.rate_limit_anonymous,
+        failure_mode=config.rate_limit_failure_mode, rate_per_s=config.rate_limit_per_s)
+    thresholds = backpressure_thresholds(config)
+    if service.admit is None and any(w or c for w, c in thresholds.values()):
+        def on_reject(queue: str, level: str) -> None:
+            m.rejections.labels("backpressure").inc()
+            m.backpressure_rejections.labels(queue, level).inc()
+
+        service.admit = Backpressure(
+            thresholds, [store_ready_depth(service.store)],
+            low_priority=config.backpressure_low_priority,
+            refresh_s=config.backpressure_refresh_s, on_reject=on_reject).admit

@@ -14,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import IdempotencyConflict, NotFound, StoreUnavailable, ValidationError
+from ..errors import (
+    IdempotencyConflict,
+    NotFound,
+    Overloaded,
+    StoreUnavailable,
+    ValidationError,
+)
 
 log = logging.getLogger("conveyor.api")
 MEDIA_TYPE = "application/problem+json"
@@ -72,6 +78,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyConflict)
     async def on_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
         return problem_response(request, 409, str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def on_overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return problem_response(request, exc.status, str(exc),
+                                headers={"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(StoreUnavailable)
     async def on_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

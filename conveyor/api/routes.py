@@ -15,6 +15,7 @@ from ..errors import ValidationError
 from ..model import Job, JobFilter, JobStatus, OpFilter, QueueStats, WorkerInfo
 from ..service import Service
 from . import schemas
+from .auth import optional_tenant, tenant_with
 from .body import json_object
 from .problems import Problem
 
@@ -27,13 +28,20 @@ def service_of(request: Request) -> Service:
     return svc
 
 
-def tenant_of(request: Request) -> str:
-    """The tenant a request acts for. One tenant until authentication is configured."""
-    return "default"
-
-
 ServiceDep = Annotated[Service, Depends(service_of)]
-TenantDep = Annotated[str, Depends(tenant_of)]
+ReadTenant = Annotated[str, Depends(tenant_with("read"))]
+"""The tenant of a request allowed to read (see :mod:`conveyor.api.auth`)."""
+SubmitTenant = Annotated[str, Depends(tenant_with("submit"))]
+AdminTenant = Annotated[str, Depends(tenant_with("admin"))]
+OptionalTenant = Annotated[str | None, Depends(optional_tenant)]
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, malformed, unknown or revoked API key"},
+    403: {"description": "The key lacks the scope this route needs"},
+    429: {"description": "Rate limit exceeded (or low-priority work refused by "
+                         "backpressure); see Retry-After"},
+}
+v1 = APIRouter(responses=AUTH_ERRORS)
+"""The /v1 routes: every one needs a key (or open loopback mode) with its scope."""
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
@@ -60,14 +68,14 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
         "schema": {**schema, **({"$defs": defs} if defs else {})}}}}}
 
 
-@router.post("/v1/jobs", status_code=202, response_model=schemas.JobOut, tags=["jobs"],
+@v1.post("/v1/jobs", status_code=202, response_model=schemas.JobOut, tags=["jobs"],
              openapi_extra=_body_doc(schemas.JobIn),
              responses={200: {"description": "An idempotent repeat: the original job"},
                         409: {"description": "Idempotency-Key reused with another body"},
                         413: {"description": "Body too large"},
                         422: {"description": "Unknown task or invalid arguments"}})
 async def submit_job(
-    request: Request, svc: ServiceDep, tenant: TenantDep,
+    request: Request, svc: ServiceDep, tenant: SubmitTenant,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Submit one job: ``{"operations": [...]}`` or the shorthand ``{"task", "args"}``.
@@ -84,9 +92,9 @@ async def submit_job(
     return _job_response(job, 200, **{"Idempotent-Replayed": "true"})
 
 
-@router.post("/v1/jobs/batch", status_code=202, response_model=schemas.BatchOut,
+@v1.post("/v1/jobs/batch", status_code=202, response_model=schemas.BatchOut,
              tags=["jobs"], openapi_extra=_body_doc(schemas.BatchIn))
-async def submit_batch(request: Request, svc: ServiceDep, tenant: TenantDep) -> Response:
+async def submit_batch(request: Request, svc: ServiceDep, tenant: SubmitTenant) -> Response:
     """Submit many jobs in one transaction: all are stored, or none."""
     limits = svc.limits
     body = await json_object(request, limits.max_batch_body_bytes, limits.max_json_depth + 2)
@@ -101,9 +109,9 @@ async def submit_batch(request: Request, svc: ServiceDep, tenant: TenantDep) -> 
     return JSONResponse({"ids": ids, "count": len(ids)}, status_code=202)
 
 
-@router.get("/v1/jobs", response_model=schemas.JobPage, tags=["jobs"])
+@v1.get("/v1/jobs", response_model=schemas.JobPage, tags=["jobs"])
 async def list_jobs(
-    svc: ServiceDep, tenant: TenantDep,
+    svc: ServiceDep, tenant: ReadTenant,
     status: JobStatus | None = None, queue: str | None = None, task: str | None = None,
     limit: Limit = 50, cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -114,35 +122,35 @@ async def list_jobs(
             "next_cursor": jobs[-1].id if len(jobs) == limit else None}
 
 
-@router.get("/v1/jobs/{job_id}", response_model=schemas.JobOut, tags=["jobs"])
-async def get_job(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.get("/v1/jobs/{job_id}", response_model=schemas.JobOut, tags=["jobs"])
+async def get_job(job_id: str, svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
     return (await svc.get(job_id, tenant)).to_json()
 
 
-@router.get("/v1/jobs/{job_id}/operations", response_model=schemas.OperationsOut,
+@v1.get("/v1/jobs/{job_id}/operations", response_model=schemas.OperationsOut,
             tags=["jobs"])
-async def get_operations(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+async def get_operations(job_id: str, svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
     job = await svc.get(job_id, tenant)
     return {"operations": [op.to_json() for op in job.operations]}
 
 
-@router.get("/v1/jobs/{job_id}/operations/{op_id}", response_model=schemas.OperationOut,
+@v1.get("/v1/jobs/{job_id}/operations/{op_id}", response_model=schemas.OperationOut,
             tags=["jobs"])
 async def get_operation(job_id: str, op_id: str, svc: ServiceDep,
-                        tenant: TenantDep) -> dict[str, Any]:
+                        tenant: ReadTenant) -> dict[str, Any]:
     return (await svc.operation(job_id, op_id, tenant)).to_json()
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=schemas.JobOut, tags=["jobs"])
-async def cancel_job(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.post("/v1/jobs/{job_id}/cancel", response_model=schemas.JobOut, tags=["jobs"])
+async def cancel_job(job_id: str, svc: ServiceDep, tenant: SubmitTenant) -> dict[str, Any]:
     """Cancel what has not finished: waiting operations at once, running ones are
     interrupted by their worker at its next heartbeat."""
     return (await svc.cancel(job_id, tenant)).to_json()
 
 
-@router.get("/v1/dlq", response_model=schemas.DeadPage, tags=["dead letters"])
+@v1.get("/v1/dlq", response_model=schemas.DeadPage, tags=["dead letters"])
 async def dead_letters(
-    svc: ServiceDep, tenant: TenantDep,
+    svc: ServiceDep, tenant: ReadTenant,
     queue: str | None = None, task: str | None = None, job_id: str | None = None,
     ids: Annotated[list[str] | None, Query(
         alias="id", max_length=MAX_PAGE, description="Only these operation ids (repeatable)",
@@ -150,6 +158,8 @@ async def dead_letters(
     limit: Limit = 50, cursor: Annotated[int | None, Query(ge=0)] = None,
 ) -> dict[str, Any]:
     """Dead operations, oldest first. Pass ``next_cursor`` as ``cursor`` for the next page."""
+    if job_id is not None:
+        await svc.get(job_id, tenant)  # another tenant's job: 404, like every route
     ops = await svc.dead_letters(OpFilter(tenant=tenant, queue=queue, task=task, job_id=job_id,
                                           ids=tuple(ids) if ids else None,
                                           after_seq=cursor, limit=limit))
@@ -157,9 +167,9 @@ async def dead_letters(
             "next_cursor": ops[-1].seq if len(ops) == limit else None}
 
 
-@router.post("/v1/dlq/replay", response_model=schemas.ReplayOut, tags=["dead letters"],
+@v1.post("/v1/dlq/replay", response_model=schemas.ReplayOut, tags=["dead letters"],
              openapi_extra=_body_doc(schemas.ReplayIn))
-async def replay(request: Request, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+async def replay(request: Request, svc: ServiceDep, tenant: AdminTenant) -> dict[str, Any]:
     """Replay dead operations by ``ids`` or by filter (``queue``, ``task``, ``job_id``);
     ``{"all": true}`` replays every one. An empty request replays nothing (422)."""
     body = await json_object(request, 1024 * 1024, 8)
@@ -170,6 +180,15 @@ async def replay(request: Request, svc: ServiceDep, tenant: TenantDep) -> dict[s
     has_filter = parsed.ids is not None or parsed.queue or parsed.task or parsed.job_id
     if not has_filter and not parsed.all:
         raise Problem(422, "say what to replay: ids, queue, task, job_id, or all: true")
+    if parsed.job_id is not None:
+        await svc.get(parsed.job_id, tenant)
+    if parsed.ids:
+        known = await svc.store.list_operations(
+            OpFilter(tenant=tenant, ids=tuple(parsed.ids), limit=len(parsed.ids)))
+        missing = sorted(set(parsed.ids) - {op.id for op in known})
+        if missing:
+            raise Problem(404, f"no operation {missing[0]!r}"
+                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     ids = await svc.replay(OpFilter(
         tenant=tenant, queue=parsed.queue, task=parsed.task, job_id=parsed.job_id,
         ids=tuple(parsed.ids) if parsed.ids is not None else None,
@@ -177,13 +196,13 @@ async def replay(request: Request, svc: ServiceDep, tenant: TenantDep) -> dict[s
     return {"replayed": ids, "count": len(ids)}
 
 
-@router.get("/v1/stats", response_model=schemas.StatsOut, tags=["operations"])
-async def stats(svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.get("/v1/stats", response_model=schemas.StatsOut, tags=["operations"])
+async def stats(svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
     return {"queues": [_stats_json(q) for q in await svc.stats(tenant)]}
 
 
-@router.get("/v1/tasks", response_model=schemas.TasksOut, tags=["operations"])
-async def tasks(svc: ServiceDep) -> dict[str, Any]:
+@v1.get("/v1/tasks", response_model=schemas.TasksOut, tags=["operations"])
+async def tasks(svc: ServiceDep, _tenant: ReadTenant) -> dict[str, Any]:
     return {"tasks": [t.to_json() for t in await svc.tasks()]}
 
 
@@ -199,8 +218,9 @@ def with_drift(workers: list[WorkerInfo]) -> list[dict[str, Any]]:
             for w in workers]
 
 
-@router.get("/v1/workers", response_model=schemas.WorkersOut, tags=["operations"])
-async def workers(svc: ServiceDep, include_gone: bool = False) -> dict[str, Any]:
+@v1.get("/v1/workers", response_model=schemas.WorkersOut, tags=["operations"])
+async def workers(svc: ServiceDep, _tenant: ReadTenant,
+                  include_gone: bool = False) -> dict[str, Any]:
     return {"workers": with_drift(await svc.store.list_workers(include_gone))}
 
 
@@ -225,12 +245,13 @@ async def ready(request: Request) -> dict[str, Any]:
 
 
 @router.get("/health", response_model=schemas.HealthOut, tags=["health"])
-async def health(request: Request, svc: ServiceDep, tenant: TenantDep) -> Response:
+async def health(request: Request, svc: ServiceDep, tenant: OptionalTenant) -> Response:
     checks: dict[str, str] = {}
     try:
         await request.app.state.readiness()
         checks["store"] = "ok"
-        queues = [_stats_json(q) for q in await svc.stats(tenant)]
+        queues = ([_stats_json(q) for q in await svc.stats(tenant)]
+                  if tenant is not None else [])
         live_workers = len(await svc.store.list_workers())
     except Exception as exc:
         checks["store"] = f"unavailable: {exc}"
@@ -249,3 +270,5 @@ async def metrics(request: Request, svc: ServiceDep) -> Response:
         registry.observe_queues(await svc.stats(None))
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
+
+router.include_router(v1)
