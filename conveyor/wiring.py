@@ -70,14 +70,14 @@ def make_limiter(
     if config.rate_limit_per_s <= 0:
         return None
     if config.redis_url:
+        from .ratelimit.redis import RedisLimiter
+
         try:
-            from .ratelimit.redis import RedisLimiter
+            return RedisLimiter(config.redis_url, config.rate_limit_per_s,
+                                config.rate_limit_burst, on_degraded=on_degraded,
+                                failure_mode=config.rate_limit_failure_mode)
         except ImportError as exc:
-            raise ConfigError(
-                f"shared rate limits need the redis extra: pip install 'conveyor[redis]' ({exc})"
-            ) from exc
-        return RedisLimiter(config.redis_url, config.rate_limit_per_s, config.rate_limit_burst,
-                            failure_mode=config.rate_limit_failure_mode, on_degraded=on_degraded)
+            raise ConfigError(str(exc)) from exc
     from .ratelimit.memory import MemoryLimiter
 
     return MemoryLimiter(config.rate_limit_per_s, config.rate_limit_burst)
