@@ -16,7 +16,6 @@ from fastapi import Request
 
 from .problems import Problem
 
-
 TOO_LARGE_HEADERS = {"Connection": "close"}
 """A 413 closes the connection: the server stops reading the rest of an oversized body."""
 
