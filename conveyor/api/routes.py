@@ -17,6 +17,7 @@ from ..service import Service
 from . import schemas
 from .auth import optional_tenant, tenant_with
 from .body import json_object
+from .docs import V1_ERRORS, body_doc, inline_schema, problem, replay_schema
 from .problems import Problem
 
 router = APIRouter()
@@ -34,13 +35,12 @@ ReadTenant = Annotated[str, Depends(tenant_with("read"))]
 SubmitTenant = Annotated[str, Depends(tenant_with("submit"))]
 AdminTenant = Annotated[str, Depends(tenant_with("admin"))]
 OptionalTenant = Annotated[str | None, Depends(optional_tenant)]
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, malformed, unknown or revoked API key"},
-    403: {"description": "The key lacks the scope this route needs"},
-    429: {"description": "Rate limit exceeded (or low-priority work refused by "
-                         "backpressure); see Retry-After"},
-}
-v1 = APIRouter(responses=AUTH_ERRORS)
+v1 = APIRouter(responses=V1_ERRORS)
+JOB_LINKS = {name: {"operationRef": f"#/paths/{path}",
+                    "parameters": {"job_id": "$response.body#/id"}}
+             for name, path in (("GetJob", "~1v1~1jobs~1{job_id}/get"),
+                                ("GetOperations", "~1v1~1jobs~1{job_id}~1operations/get"),
+                                ("CancelJob", "~1v1~1jobs~1{job_id}~1cancel/post"))}
 """The /v1 routes: every one needs a key (or open loopback mode) with its scope."""
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
@@ -62,18 +62,14 @@ def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = schema.pop("$defs", {})
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {**schema, **({"$defs": defs} if defs else {})}}}}}
+    return body_doc(inline_schema(model))
 
 
 @v1.post("/v1/jobs", status_code=202, response_model=schemas.JobOut, tags=["jobs"],
              openapi_extra=_body_doc(schemas.JobIn),
-             responses={200: {"description": "An idempotent repeat: the original job"},
-                        409: {"description": "Idempotency-Key reused with another body"},
-                        413: {"description": "Body too large"},
-                        422: {"description": "Unknown task or invalid arguments"}})
+             responses={202: {"description": "Accepted: the job is durable", "links": JOB_LINKS},
+                        200: {"description": "An idempotent repeat: the original job"},
+                        409: problem("Idempotency-Key reused with another body")})
 async def submit_job(
     request: Request, svc: ServiceDep, tenant: SubmitTenant,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -155,7 +151,7 @@ async def dead_letters(
     ids: Annotated[list[str] | None, Query(
         alias="id", max_length=MAX_PAGE, description="Only these operation ids (repeatable)",
     )] = None,
-    limit: Limit = 50, cursor: Annotated[int | None, Query(ge=0)] = None,
+    limit: Limit = 50, cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> dict[str, Any]:
     """Dead operations, oldest first. Pass ``next_cursor`` as ``cursor`` for the next page."""
     if job_id is not None:
@@ -168,7 +164,7 @@ async def dead_letters(
 
 
 @v1.post("/v1/dlq/replay", response_model=schemas.ReplayOut, tags=["dead letters"],
-             openapi_extra=_body_doc(schemas.ReplayIn))
+             openapi_extra=body_doc(replay_schema()))
 async def replay(request: Request, svc: ServiceDep, tenant: AdminTenant) -> dict[str, Any]:
     """Replay dead operations by ``ids`` or by filter (``queue``, ``task``, ``job_id``);
     ``{"all": true}`` replays every one. An empty request replays nothing (422)."""
@@ -231,7 +227,7 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready", tags=["health"],
-            responses={503: {"description": "A dependency is unavailable"}})
+            responses={503: problem("A dependency is unavailable")})
 async def ready(request: Request) -> dict[str, Any]:
     """Ready when the store (and transport) answer and the schema is current; otherwise a
     503 problem whose detail names the failing dependency and why."""
@@ -244,7 +240,8 @@ async def ready(request: Request) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/health", response_model=schemas.HealthOut, tags=["health"])
+@router.get("/health", response_model=schemas.HealthOut, tags=["health"],
+            responses={503: {"model": schemas.HealthOut, "description": "The store is down"}})
 async def health(request: Request, svc: ServiceDep, tenant: OptionalTenant) -> Response:
     checks: dict[str, str] = {}
     try:
