@@ -155,3 +155,22 @@ async def test_failure_modes_decide_while_redis_is_unreachable(mode: str) -> Non
     allowed = [d.allowed for d in decisions]
     expected = {"closed": [False] * 4, "local": [True, True, False, False], "open": [True] * 4}
     assert allowed == expected[mode]
+
+
+def test_clients_follow_retry_after(limited: tuple[ConveyorProcess, str]) -> None:
+    """The Python client (and so the CLI) waits as told on 429 instead of failing; with
+    retries off it reports the 429."""
+    from conveyor.client import ApiError, Client
+
+    proc, store = limited
+    _, key = create_key(store, "patient", "read,submit")
+    started = time.monotonic()
+    with Client(proc.url, api_key=key) as client:
+        ids = [client.submit("sys.noop", {})["id"] for _ in range(BURST + 5)]
+    assert len(set(ids)) == BURST + 5, "each submission stored once"
+    assert time.monotonic() - started >= 0.5, "it had to wait for tokens"
+    with (Client(proc.url, api_key=key, rate_limit_retries=0) as impatient,
+          pytest.raises(ApiError) as refused):
+        for _ in range(2 * BURST):
+            impatient.list(limit=1)
+    assert refused.value.status == 429
