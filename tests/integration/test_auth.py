@@ -267,3 +267,18 @@ def test_loopback_serve_is_open_but_checks_keys_that_are_sent(tmp_path: Path) ->
                                   headers=bearer(key)), 403)
     finally:
         proc.stop()
+
+
+def test_listening_beyond_loopback_requires_keys(tmp_path: Path) -> None:
+    proc = serve(tmp_path, "--host", "0.0.0.0", env={"CONVEYOR_RATE_LIMIT_PER_S": "0"})
+    try:
+        log = proc.log_path.read_text()
+        assert "API keys required" in log and "open access" not in log
+        body = assert_problem(httpx.get(f"{proc.url}/v1/jobs"), 401)
+        assert "API key is required" in body["detail"]
+        assert_problem(httpx.post(f"{proc.url}/v1/jobs", json={"task": "sys.noop"}), 401)
+        _, key = create_key(f"sqlite:///{tmp_path / 'conveyor.db'}", "far", "read,submit")
+        r = httpx.post(f"{proc.url}/v1/jobs", json={"task": "sys.noop"}, headers=bearer(key))
+        assert r.status_code == 202, r.text
+    finally:
+        proc.stop()
