@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .cli_client import register_client_commands
+from .cli_keys import register_key_commands
 from .config import Config, load_config
 from .errors import ConfigError, ConveyorError
 from .observability.logging import configure as configure_logging
@@ -66,8 +67,12 @@ def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
 
     def ready(line: str) -> None:
         err.print(f"[bold green]Conveyor[/] {escape(line)}", highlight=False, soft_wrap=True)
-        if api and config.host in ("127.0.0.1", "localhost", "::1"):
-            err.print("Listening on loopback only: open access for local development.",
+        if api and not config.auth_required:
+            err.print("Listening on loopback only: open access for local development "
+                      "(requests without an API key act as tenant 'default' with every "
+                      "scope; set CONVEYOR_AUTH=required to require keys).", highlight=False)
+        elif api:
+            err.print("API keys required (create one with `conveyor keys create`).",
                       highlight=False)
 
     try:
@@ -134,6 +139,7 @@ def migrate(store: StoreOpt = None) -> None:
 
 
 register_client_commands(app, fail)
+register_key_commands(app, fail, _config)
 
 
 def _register_bench() -> None:

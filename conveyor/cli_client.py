@@ -23,6 +23,8 @@ from .client import TERMINAL, ApiError, Client
 UrlOpt = Annotated[str, typer.Option("--url", envvar="CONVEYOR_URL",
                                      help="Conveyor API base URL")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print raw JSON")]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--api-key", envvar="CONVEYOR_API_KEY", help="API key (sent as Authorization: Bearer)")]
 DEFAULT_URL = "http://127.0.0.1:8000"
 BATCH = 1000
 out = Console()
@@ -35,9 +37,9 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
     app.add_typer(jobs, name="jobs")
     app.add_typer(dlq, name="dlq")
 
-    def call(url: str, fn: Callable[[Client], Any]) -> Any:
+    def call(url: str, api_key: str | None, fn: Callable[[Client], Any]) -> Any:
         try:
-            with Client(url, timeout_s=30) as client:
+            with Client(url, timeout_s=30, api_key=api_key) as client:
                 return fn(client)
         except ApiError as exc:
             fail(str(exc.problem.get("detail") or exc))
@@ -61,7 +63,7 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
         count: Annotated[int, typer.Option("--count", min=1, help="How many jobs")] = 1,
         wait: Annotated[bool, typer.Option("--wait", help="Wait for the outcome")] = False,
         idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
-        url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False,
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
     ) -> None:
         """Submit COUNT jobs of one TASK call each (batches of 1,000 beyond one)."""
         try:
@@ -78,7 +80,7 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
             def one(c: Client) -> dict[str, Any]:
                 return c.submit(operations=[op], queue=queue, idempotency_key=idempotency_key)
 
-            job = call(url, one)
+            job = call(url, api_key, one)
             ids = [job["id"]]
         else:
             ids = []
@@ -90,7 +92,7 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
                     def send(c: Client, size: int = size) -> list[str]:
                         return c.submit_batch([job_body] * size)
 
-                    ids += call(url, send)
+                    ids += call(url, api_key, send)
                     progress.update(bar, completed=len(ids))
         if not wait:
             if as_json or count == 1:
@@ -98,7 +100,7 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
             else:
                 out.print(f"submitted {len(ids)} jobs")
             return
-        finished = _wait_all(url, ids, call)
+        finished = _wait_all(url, api_key, ids, call)
         if as_json:
             out.print_json(json.dumps(finished))
         else:
@@ -112,22 +114,25 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
         queue: Annotated[str | None, typer.Option("--queue")] = None,
         task: Annotated[str | None, typer.Option("--task")] = None,
         limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 20,
-        url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False,
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
     ) -> None:
         """Newest jobs first."""
-        page = call(url, lambda c: c.list(status=status, queue=queue, task=task, limit=limit))
+        page = call(url, api_key,
+                    lambda c: c.list(status=status, queue=queue, task=task, limit=limit))
         show(page["jobs"], as_json, _jobs_table)
 
     @jobs.command("show")
-    def jobs_show(job_id: str, url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    def jobs_show(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None,
+                         as_json: JsonOpt = False) -> None:
         """One job with its operations."""
-        job = call(url, lambda c: c.get(job_id))
+        job = call(url, api_key, lambda c: c.get(job_id))
         show(job, as_json, _job_table)
 
     @jobs.command("cancel")
-    def jobs_cancel(job_id: str, url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    def jobs_cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None,
+                           as_json: JsonOpt = False) -> None:
         """Cancel what has not finished."""
-        job = call(url, lambda c: c.cancel(job_id))
+        job = call(url, api_key, lambda c: c.cancel(job_id))
         show(job, as_json, _job_table)
 
     @dlq.command("list")
@@ -135,16 +140,17 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
         queue: Annotated[str | None, typer.Option("--queue")] = None,
         task: Annotated[str | None, typer.Option("--task")] = None,
         limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
-        url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False,
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
     ) -> None:
         """Dead operations, oldest first."""
-        page = call(url, lambda c: c.dlq(queue=queue, task=task, limit=limit))
+        page = call(url, api_key, lambda c: c.dlq(queue=queue, task=task, limit=limit))
         show(page["operations"], as_json, _ops_table)
 
     @dlq.command("show")
-    def dlq_show(op_id: str, url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    def dlq_show(op_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None,
+                        as_json: JsonOpt = False) -> None:
         """One dead operation, with its error and traceback."""
-        found = call(url, lambda c: c.dlq(ids=[op_id], limit=1))["operations"]
+        found = call(url, api_key, lambda c: c.dlq(ids=[op_id], limit=1))["operations"]
         if not found:
             fail(f"no dead operation {op_id!r}")
         op = found[0]
@@ -161,34 +167,35 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
         queue: Annotated[str | None, typer.Option("--queue")] = None,
         task: Annotated[str | None, typer.Option("--task")] = None,
         all_: Annotated[bool, typer.Option("--all", help="Replay every dead operation")] = False,
-        url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False,
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
     ) -> None:
         """Replay dead operations by id, by filter, or all of them."""
         if not ids and not queue and not task and not all_:
             fail("say what to replay: operation ids, --queue, --task or --all", 2)
-        answer = call(url, lambda c: c.replay(ids or None, queue=queue, task=task, all=all_))
+        answer = call(url, api_key,
+                      lambda c: c.replay(ids or None, queue=queue, task=task, all=all_))
         if as_json:
             out.print_json(json.dumps(answer))
         else:
             out.print(f"replayed {answer['count']} operations")
 
     @app.command()
-    def tasks(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    def tasks(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
         """Tasks the workers have published."""
-        show(call(url, lambda c: c.tasks()), as_json, _tasks_table)
+        show(call(url, api_key, lambda c: c.tasks()), as_json, _tasks_table)
 
     @app.command()
-    def stats(url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False) -> None:
+    def stats(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
         """Per-queue counts by state, throughput and oldest ready age."""
-        show(call(url, lambda c: c.stats())["queues"], as_json, _stats_table)
+        show(call(url, api_key, lambda c: c.stats())["queues"], as_json, _stats_table)
 
     @app.command()
     def workers(
         include_gone: Annotated[bool, typer.Option("--all", help="Include gone workers")] = False,
-        url: UrlOpt = DEFAULT_URL, as_json: JsonOpt = False,
+        url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False,
     ) -> None:
         """Live workers, their load, and configuration drift."""
-        show(call(url, lambda c: c.workers(include_gone)), as_json, _workers_table)
+        show(call(url, api_key, lambda c: c.workers(include_gone)), as_json, _workers_table)
 
 
 def _progress() -> Progress:
@@ -196,13 +203,14 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=Console(stderr=True))
 
 
-def _wait_all(url: str, ids: list[str], call: Callable[..., Any]) -> list[dict[str, Any]]:
+def _wait_all(url: str, api_key: str | None, ids: list[str],
+              call: Callable[..., Any]) -> list[dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     with _progress() as progress:
         bar = progress.add_task("running", total=len(ids))
         while len(done) < len(ids):
             for job_id in [i for i in ids if i not in done][:200]:
-                job = call(url, lambda c, job_id=job_id: c.get(job_id))
+                job = call(url, api_key, lambda c, job_id=job_id: c.get(job_id))
                 if job["status"] in TERMINAL:
                     done[job_id] = job
             progress.update(bar, completed=len(done))

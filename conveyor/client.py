@@ -140,6 +140,21 @@ def _answer(call: _Call, response: httpx.Response) -> Any:
     return call.read(response.json())
 
 
+MAX_RETRY_AFTER_S = 30.0
+
+
+def _retry_after_s(response: httpx.Response, attempt: int, retries: int) -> float | None:
+    """How long to wait before sending again a request refused with 429, or None to give
+    up. A 429 is never processed (rate limit, or backpressure on low-priority work), so
+    sending it again is safe; the server's ``Retry-After`` is followed, capped."""
+    if response.status_code != 429 or attempt >= retries:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.05, float(response.headers.get("retry-after", 1))))
+    except ValueError:
+        return 1.0
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -168,12 +183,20 @@ class Client:
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 10.0,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, rate_limit_retries: int = 5) -> None:
         self._http = httpx.Client(base_url=url, timeout=timeout_s, headers=_headers(api_key))
+        self._retries = rate_limit_retries
 
     def _do(self, call: _Call) -> Any:
-        return _answer(call, self._http.request(call.method, call.path, json=call.json,
-                                                params=call.params, headers=call.headers))
+        attempt = 0
+        while True:
+            response = self._http.request(call.method, call.path, json=call.json,
+                                          params=call.params, headers=call.headers)
+            delay_s = _retry_after_s(response, attempt, self._retries)
+            if delay_s is None:
+                return _answer(call, response)
+            time.sleep(delay_s)
+            attempt += 1
 
     def close(self) -> None:
         self._http.close()
@@ -254,13 +277,21 @@ class AsyncClient:
     """The asyncio twin of :class:`Client`: the same methods, as coroutines."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 10.0,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, rate_limit_retries: int = 5) -> None:
         self._http = httpx.AsyncClient(base_url=url, timeout=timeout_s,
                                        headers=_headers(api_key))
+        self._retries = rate_limit_retries
 
     async def _do(self, call: _Call) -> Any:
-        return _answer(call, await self._http.request(
-            call.method, call.path, json=call.json, params=call.params, headers=call.headers))
+        attempt = 0
+        while True:
+            response = await self._http.request(
+                call.method, call.path, json=call.json, params=call.params, headers=call.headers)
+            delay_s = _retry_after_s(response, attempt, self._retries)
+            if delay_s is None:
+                return _answer(call, response)
+            await asyncio.sleep(delay_s)
+            attempt += 1
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -79,6 +79,39 @@ class Config:
     metrics_port: int = 0
     """When set, a worker or relay process serves ``/metrics`` and health probes here."""
     limits: Limits = field(default_factory=Limits)
+    # protecting the API (see docs/security.md) ----------------------------------------
+    auth: str = "auto"
+    """``auto``: API keys are required unless the API listens on loopback only (then
+    requests without a key act as tenant ``default`` with every scope, for local
+    development, and start-up says so); ``required``: always. A key that is sent is
+    always checked, in both modes."""
+    rate_limit_per_s: float = 100.0
+    """Requests per second per tenant (token bucket refill rate); 0 turns limiting off."""
+    rate_limit_burst: int = 200
+    """Bucket size: how many requests a tenant may make at once after being idle."""
+    rate_limit_anonymous: bool = False
+    """Also limit requests without a key (open loopback mode), per client address."""
+    redis_url: str = ""
+    """``redis://host:port/db``: share rate limits between API processes (extra
+    ``conveyor[redis]``); empty: each API process limits on its own, in memory."""
+    rate_limit_failure_mode: str = "open"
+    """What the Redis limiter does while Redis is unreachable: ``open`` (let requests
+    through), ``local`` (limit in this process's memory) or ``closed`` (answer 503)."""
+    backpressure_warn_depth: int = 100_000
+    """Ready operations in a queue above which low-priority submissions get 429; 0: off."""
+    backpressure_critical_depth: int = 1_000_000
+    """Ready operations in a queue above which every submission gets 503; 0: off."""
+    backpressure_queues: tuple[str, ...] = ()
+    """Per-queue thresholds, ``queue=warn:critical`` each (comma-separated in the env)."""
+    backpressure_low_priority: int = 0
+    """A job whose operations all have a priority below this is low-priority."""
+    backpressure_refresh_s: float = 1.0
+    """How often queue depths are re-read (at most) for admission decisions."""
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether requests need an API key (always, unless the API is loopback-only)."""
+        return self.auth == "required" or not is_loopback(self.host)
 
     @property
     def store_shown(self) -> str:
@@ -105,7 +138,23 @@ class Config:
             raise ConfigError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, not {self.port}")
+        self._validate_protection()
         return self
+
+    def _validate_protection(self) -> None:
+        if self.auth not in ("auto", "required"):
+            raise ConfigError(f"auth must be 'auto' or 'required', not {self.auth!r}")
+        if self.rate_limit_per_s < 0 or (self.rate_limit_per_s > 0 and self.rate_limit_burst < 1):
+            raise ConfigError("rate_limit_per_s must be >= 0 and rate_limit_burst >= 1")
+        if self.rate_limit_failure_mode not in ("open", "local", "closed"):
+            raise ConfigError("rate_limit_failure_mode must be open, local or closed, not "
+                              f"{self.rate_limit_failure_mode!r}")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis_url must be redis://host:port/db, not {self.redis_url!r}")
+        if self.backpressure_refresh_s <= 0:
+            raise ConfigError("backpressure_refresh_s must be positive")
+        backpressure_thresholds(self)  # raises on a malformed entry
+
 
 
 def redact_url(url: str) -> str:
@@ -166,3 +215,31 @@ def load_config(
         else:
             values[name] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(base, limits=Limits(**limit_values), **values).validate()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost`` (not ``0.0.0.0`` or ``::``)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def backpressure_thresholds(config: Config) -> dict[str, tuple[int, int]]:
+    """``{queue: (warn, critical)}`` from ``backpressure_queues``; ``"*"`` is the default."""
+    found = {"*": (config.backpressure_warn_depth, config.backpressure_critical_depth)}
+    for entry in config.backpressure_queues:
+        queue, _, levels = entry.partition("=")
+        warn, _, critical = levels.partition(":")
+        try:
+            found[queue.strip()] = (int(warn), int(critical))
+        except ValueError:
+            raise ConfigError(f"backpressure_queues: expected queue=warn:critical, not "
+                              f"{entry!r}") from None
+        if not queue.strip() or int(warn) < 0 or int(critical) < 0:
+            raise ConfigError(f"backpressure_queues: bad entry {entry!r}")
+    return found

@@ -54,3 +54,13 @@ class SchemaMismatch(ConveyorError):
 
 class ConfigError(ConveyorError):
     """The configuration is invalid; the message says which setting and why."""
+
+
+class Overloaded(ConveyorError):
+    """A submission is refused to protect the system (backpressure): answer ``status``
+    (429 or 503) and ask the client to retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, status: int = 503, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s

@@ -86,11 +86,15 @@ class Service:
         catalog: TaskCatalog,
         limits: Limits | None = None,
         on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
+        admit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.limits = limits or Limits()
         self._on_submit = on_submit
+        self.admit = admit
+        """Awaited with validated jobs before they are stored; raises to refuse them
+        (backpressure: :class:`conveyor.errors.Overloaded`)."""
 
     async def submit(
         self,
@@ -141,6 +145,8 @@ class Service:
         return job.id
 
     async def _insert(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        if self.admit is not None:
+            await self.admit(jobs)
         answers = await self.store.insert_jobs(jobs)
         if self._on_submit is not None:
             await self._on_submit([j for j, a in zip(jobs, answers, strict=True) if a.created])

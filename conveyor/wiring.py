@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import Config
 from .errors import ConfigError
 from .model import NewJob
+from .ratelimit.base import Limiter
 from .service import Service, TaskCatalog
 from .store.base import Store
 from .tasks import Registry
@@ -59,3 +60,24 @@ def make_service(
     on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
 ) -> Service:
     return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit)
+
+
+def make_limiter(
+    config: Config, on_degraded: Callable[[bool], None] | None = None
+) -> Limiter | None:
+    """The rate limiter for ``config``: None when limiting is off, Redis when
+    ``redis_url`` is set (shared by API processes), else this process's memory."""
+    if config.rate_limit_per_s <= 0:
+        return None
+    if config.redis_url:
+        from .ratelimit.redis import RedisLimiter
+
+        try:
+            return RedisLimiter(config.redis_url, config.rate_limit_per_s,
+                                config.rate_limit_burst, on_degraded=on_degraded,
+                                failure_mode=config.rate_limit_failure_mode)
+        except ImportError as exc:
+            raise ConfigError(str(exc)) from exc
+    from .ratelimit.memory import MemoryLimiter
+
+    return MemoryLimiter(config.rate_limit_per_s, config.rate_limit_burst)

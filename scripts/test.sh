@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 log "installing conveyor with its test dependencies"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel,redis]"
 
 if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (Debian's prometheus package) to check /metrics output"
@@ -34,6 +34,13 @@ if [ -x scripts/postgres.sh ]; then
   CONVEYOR_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"
   export CONVEYOR_TEST_POSTGRES_URL
   log "PostgreSQL at $CONVEYOR_TEST_POSTGRES_URL"
+fi
+
+if [ -x scripts/redis.sh ]; then
+  log "starting Redis (installs redis-server if needed)"
+  CONVEYOR_TEST_REDIS_URL="$(scripts/redis.sh start)"
+  export CONVEYOR_TEST_REDIS_URL
+  log "Redis at $CONVEYOR_TEST_REDIS_URL"
 fi
 
 log "running the tests"

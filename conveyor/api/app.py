@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import FastAPI, Request, Response
 
 from .. import __version__
+from ..backpressure import DepthSource
 from ..config import Config
 from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
@@ -23,9 +24,11 @@ def create_app(
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
     readiness: Callable[[], Awaitable[None]] | None = None,
+    depth_sources: Sequence[DepthSource] = (),
 ) -> FastAPI:
     """Build the API over ``service``. ``readiness`` raises when a dependency is down
-    (default: the store's ping)."""
+    (default: the store's ping). ``depth_sources`` add to the store's ready depth for
+    backpressure (a transport with its own backlog, e.g. consumer lag, passes one)."""
     app = FastAPI(
         title="Conveyor",
         version=__version__,
@@ -37,6 +40,7 @@ def create_app(
     app.state.metrics = metrics or Metrics()
     app.state.tracing = tracing or Tracing()
     app.state.readiness = readiness or service.store.ping
+    protect(app, service, config, depth_sources)
     problems.install(app)
     app.include_router(router)
     app.include_router(dashboard.router)
@@ -46,6 +50,9 @@ def create_app(
                              ) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
+        rate_headers = getattr(request.state, "rate_headers", None)
+        if rate_headers:
+            response.headers.update(rate_headers)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         m: Metrics = app.state.metrics
@@ -54,3 +61,31 @@ def create_app(
         return response
 
     return app
+
+
+def protect(app: FastAPI, service: Service, config: Config,
+            depth_sources: Sequence[DepthSource] = ()) -> None:
+    """Authentication, rate limits and backpressure from ``config`` (docs/security.md)."""
+    from ..backpressure import Backpressure, store_ready_depth
+    from ..config import backpressure_thresholds
+    from ..wiring import make_limiter
+    from .auth import Authenticator
+    from .limits import RateLimits
+
+    m: Metrics = app.state.metrics
+    app.state.auth = Authenticator(service.store, required=config.auth_required)
+    limiter = make_limiter(config, on_degraded=lambda down: m.rate_limiter_degraded.set(
+        1 if down else 0))
+    app.state.rate_limits = RateLimits(
+        limiter, m, anonymous=config.rate_limit_anonymous,
+        failure_mode=config.rate_limit_failure_mode, rate_per_s=config.rate_limit_per_s)
+    thresholds = backpressure_thresholds(config)
+    if service.admit is None and any(w or c for w, c in thresholds.values()):
+        def on_reject(queue: str, level: str) -> None:
+            m.rejections.labels("backpressure").inc()
+            m.backpressure_rejections.labels(queue, level).inc()
+
+        service.admit = Backpressure(
+            thresholds, [store_ready_depth(service.store), *depth_sources],
+            low_priority=config.backpressure_low_priority,
+            refresh_s=config.backpressure_refresh_s, on_reject=on_reject).admit

@@ -16,13 +16,17 @@ from fastapi import Request
 
 from .problems import Problem
 
+TOO_LARGE_HEADERS = {"Connection": "close"}
+"""A 413 closes the connection: the server stops reading the rest of an oversized body."""
+
 
 async def read_limited(request: Request, limit_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit_bytes:
-                raise Problem(413, f"request body larger than {limit_bytes} bytes")
+                raise Problem(413, f"request body larger than {limit_bytes} bytes",
+                              headers=TOO_LARGE_HEADERS)
         except ValueError:
             raise Problem(400, "invalid Content-Length header") from None
     chunks: list[bytes] = []
@@ -30,7 +34,8 @@ async def read_limited(request: Request, limit_bytes: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit_bytes:
-            raise Problem(413, f"request body larger than {limit_bytes} bytes")
+            raise Problem(413, f"request body larger than {limit_bytes} bytes",
+                          headers=TOO_LARGE_HEADERS)
         chunks.append(chunk)
     return b"".join(chunks)
 

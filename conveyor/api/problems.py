@@ -14,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import IdempotencyConflict, NotFound, StoreUnavailable, ValidationError
+from ..errors import (
+    IdempotencyConflict,
+    NotFound,
+    Overloaded,
+    StoreUnavailable,
+    ValidationError,
+)
 
 log = logging.getLogger("conveyor.api")
 MEDIA_TYPE = "application/problem+json"
@@ -53,6 +59,27 @@ def problem_response(request: Request, status: int, detail: str, *,
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app answers on this request's path, by its most specific documented
+    path (``POST /v1/jobs/batch`` is a route of its own, not ``GET /v1/jobs/{job_id}``)."""
+    import re
+
+    from starlette.routing import Match
+
+    path = request.url.path
+    candidates: list[tuple[int, list[str]]] = []
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            candidates.append((template.count("{"), [m.upper() for m in operations]))
+    if candidates:
+        fewest = min(n for n, _ in candidates)
+        return sorted({m for n, methods in candidates if n == fewest for m in methods})
+    return [m for m in ("GET", "POST") if any(
+        route.matches({**request.scope, "method": m})[0] is Match.FULL
+        for route in request.app.router.routes)]
+
+
 def install(app: FastAPI) -> None:
     """Register handlers so every error, ours or the framework's, is a problem document."""
 
@@ -73,6 +100,11 @@ def install(app: FastAPI) -> None:
     async def on_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
         return problem_response(request, 409, str(exc))
 
+    @app.exception_handler(Overloaded)
+    async def on_overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return problem_response(request, exc.status, str(exc),
+                                headers={"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(StoreUnavailable)
     async def on_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("store unavailable: %s", exc)
@@ -91,8 +123,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
-        return problem_response(request, exc.status_code, detail,
-                                headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(request, exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

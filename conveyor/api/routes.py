@@ -15,7 +15,9 @@ from ..errors import ValidationError
 from ..model import Job, JobFilter, JobStatus, OpFilter, QueueStats, WorkerInfo
 from ..service import Service
 from . import schemas
+from .auth import optional_tenant, tenant_with
 from .body import json_object
+from .docs import V1_ERRORS, body_doc, inline_schema, problem, replay_schema
 from .problems import Problem
 
 router = APIRouter()
@@ -27,13 +29,19 @@ def service_of(request: Request) -> Service:
     return svc
 
 
-def tenant_of(request: Request) -> str:
-    """The tenant a request acts for. One tenant until authentication is configured."""
-    return "default"
-
-
 ServiceDep = Annotated[Service, Depends(service_of)]
-TenantDep = Annotated[str, Depends(tenant_of)]
+ReadTenant = Annotated[str, Depends(tenant_with("read"))]
+"""The tenant of a request allowed to read (see :mod:`conveyor.api.auth`)."""
+SubmitTenant = Annotated[str, Depends(tenant_with("submit"))]
+AdminTenant = Annotated[str, Depends(tenant_with("admin"))]
+OptionalTenant = Annotated[str | None, Depends(optional_tenant)]
+v1 = APIRouter(responses=V1_ERRORS)
+JOB_LINKS = {name: {"operationRef": f"#/paths/{path}",
+                    "parameters": {"job_id": "$response.body#/id"}}
+             for name, path in (("GetJob", "~1v1~1jobs~1{job_id}/get"),
+                                ("GetOperations", "~1v1~1jobs~1{job_id}~1operations/get"),
+                                ("CancelJob", "~1v1~1jobs~1{job_id}~1cancel/post"))}
+"""The /v1 routes: every one needs a key (or open loopback mode) with its scope."""
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
@@ -54,20 +62,16 @@ def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = schema.pop("$defs", {})
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {**schema, **({"$defs": defs} if defs else {})}}}}}
+    return body_doc(inline_schema(model))
 
 
-@router.post("/v1/jobs", status_code=202, response_model=schemas.JobOut, tags=["jobs"],
+@v1.post("/v1/jobs", status_code=202, response_model=schemas.JobOut, tags=["jobs"],
              openapi_extra=_body_doc(schemas.JobIn),
-             responses={200: {"description": "An idempotent repeat: the original job"},
-                        409: {"description": "Idempotency-Key reused with another body"},
-                        413: {"description": "Body too large"},
-                        422: {"description": "Unknown task or invalid arguments"}})
+             responses={202: {"description": "Accepted: the job is durable", "links": JOB_LINKS},
+                        200: {"description": "An idempotent repeat: the original job"},
+                        409: problem("Idempotency-Key reused with another body")})
 async def submit_job(
-    request: Request, svc: ServiceDep, tenant: TenantDep,
+    request: Request, svc: ServiceDep, tenant: SubmitTenant,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Submit one job: ``{"operations": [...]}`` or the shorthand ``{"task", "args"}``.
@@ -84,9 +88,9 @@ async def submit_job(
     return _job_response(job, 200, **{"Idempotent-Replayed": "true"})
 
 
-@router.post("/v1/jobs/batch", status_code=202, response_model=schemas.BatchOut,
+@v1.post("/v1/jobs/batch", status_code=202, response_model=schemas.BatchOut,
              tags=["jobs"], openapi_extra=_body_doc(schemas.BatchIn))
-async def submit_batch(request: Request, svc: ServiceDep, tenant: TenantDep) -> Response:
+async def submit_batch(request: Request, svc: ServiceDep, tenant: SubmitTenant) -> Response:
     """Submit many jobs in one transaction: all are stored, or none."""
     limits = svc.limits
     body = await json_object(request, limits.max_batch_body_bytes, limits.max_json_depth + 2)
@@ -101,9 +105,9 @@ async def submit_batch(request: Request, svc: ServiceDep, tenant: TenantDep) -> 
     return JSONResponse({"ids": ids, "count": len(ids)}, status_code=202)
 
 
-@router.get("/v1/jobs", response_model=schemas.JobPage, tags=["jobs"])
+@v1.get("/v1/jobs", response_model=schemas.JobPage, tags=["jobs"])
 async def list_jobs(
-    svc: ServiceDep, tenant: TenantDep,
+    svc: ServiceDep, tenant: ReadTenant,
     status: JobStatus | None = None, queue: str | None = None, task: str | None = None,
     limit: Limit = 50, cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -114,42 +118,44 @@ async def list_jobs(
             "next_cursor": jobs[-1].id if len(jobs) == limit else None}
 
 
-@router.get("/v1/jobs/{job_id}", response_model=schemas.JobOut, tags=["jobs"])
-async def get_job(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.get("/v1/jobs/{job_id}", response_model=schemas.JobOut, tags=["jobs"])
+async def get_job(job_id: str, svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
     return (await svc.get(job_id, tenant)).to_json()
 
 
-@router.get("/v1/jobs/{job_id}/operations", response_model=schemas.OperationsOut,
+@v1.get("/v1/jobs/{job_id}/operations", response_model=schemas.OperationsOut,
             tags=["jobs"])
-async def get_operations(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+async def get_operations(job_id: str, svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
     job = await svc.get(job_id, tenant)
     return {"operations": [op.to_json() for op in job.operations]}
 
 
-@router.get("/v1/jobs/{job_id}/operations/{op_id}", response_model=schemas.OperationOut,
+@v1.get("/v1/jobs/{job_id}/operations/{op_id}", response_model=schemas.OperationOut,
             tags=["jobs"])
 async def get_operation(job_id: str, op_id: str, svc: ServiceDep,
-                        tenant: TenantDep) -> dict[str, Any]:
+                        tenant: ReadTenant) -> dict[str, Any]:
     return (await svc.operation(job_id, op_id, tenant)).to_json()
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=schemas.JobOut, tags=["jobs"])
-async def cancel_job(job_id: str, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.post("/v1/jobs/{job_id}/cancel", response_model=schemas.JobOut, tags=["jobs"])
+async def cancel_job(job_id: str, svc: ServiceDep, tenant: SubmitTenant) -> dict[str, Any]:
     """Cancel what has not finished: waiting operations at once, running ones are
     interrupted by their worker at its next heartbeat."""
     return (await svc.cancel(job_id, tenant)).to_json()
 
 
-@router.get("/v1/dlq", response_model=schemas.DeadPage, tags=["dead letters"])
+@v1.get("/v1/dlq", response_model=schemas.DeadPage, tags=["dead letters"])
 async def dead_letters(
-    svc: ServiceDep, tenant: TenantDep,
+    svc: ServiceDep, tenant: ReadTenant,
     queue: str | None = None, task: str | None = None, job_id: str | None = None,
     ids: Annotated[list[str] | None, Query(
         alias="id", max_length=MAX_PAGE, description="Only these operation ids (repeatable)",
     )] = None,
-    limit: Limit = 50, cursor: Annotated[int | None, Query(ge=0)] = None,
+    limit: Limit = 50, cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> dict[str, Any]:
     """Dead operations, oldest first. Pass ``next_cursor`` as ``cursor`` for the next page."""
+    if job_id is not None:
+        await svc.get(job_id, tenant)  # another tenant's job: 404, like every route
     ops = await svc.dead_letters(OpFilter(tenant=tenant, queue=queue, task=task, job_id=job_id,
                                           ids=tuple(ids) if ids else None,
                                           after_seq=cursor, limit=limit))
@@ -157,9 +163,9 @@ async def dead_letters(
             "next_cursor": ops[-1].seq if len(ops) == limit else None}
 
 
-@router.post("/v1/dlq/replay", response_model=schemas.ReplayOut, tags=["dead letters"],
-             openapi_extra=_body_doc(schemas.ReplayIn))
-async def replay(request: Request, svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.post("/v1/dlq/replay", response_model=schemas.ReplayOut, tags=["dead letters"],
+             openapi_extra=body_doc(replay_schema()))
+async def replay(request: Request, svc: ServiceDep, tenant: AdminTenant) -> dict[str, Any]:
     """Replay dead operations by ``ids`` or by filter (``queue``, ``task``, ``job_id``);
     ``{"all": true}`` replays every one. An empty request replays nothing (422)."""
     body = await json_object(request, 1024 * 1024, 8)
@@ -170,6 +176,15 @@ async def replay(request: Request, svc: ServiceDep, tenant: TenantDep) -> dict[s
     has_filter = parsed.ids is not None or parsed.queue or parsed.task or parsed.job_id
     if not has_filter and not parsed.all:
         raise Problem(422, "say what to replay: ids, queue, task, job_id, or all: true")
+    if parsed.job_id is not None:
+        await svc.get(parsed.job_id, tenant)
+    if parsed.ids:
+        known = await svc.store.list_operations(
+            OpFilter(tenant=tenant, ids=tuple(parsed.ids), limit=len(parsed.ids)))
+        missing = sorted(set(parsed.ids) - {op.id for op in known})
+        if missing:
+            raise Problem(404, f"no operation {missing[0]!r}"
+                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     ids = await svc.replay(OpFilter(
         tenant=tenant, queue=parsed.queue, task=parsed.task, job_id=parsed.job_id,
         ids=tuple(parsed.ids) if parsed.ids is not None else None,
@@ -177,13 +192,13 @@ async def replay(request: Request, svc: ServiceDep, tenant: TenantDep) -> dict[s
     return {"replayed": ids, "count": len(ids)}
 
 
-@router.get("/v1/stats", response_model=schemas.StatsOut, tags=["operations"])
-async def stats(svc: ServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@v1.get("/v1/stats", response_model=schemas.StatsOut, tags=["operations"])
+async def stats(svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
     return {"queues": [_stats_json(q) for q in await svc.stats(tenant)]}
 
 
-@router.get("/v1/tasks", response_model=schemas.TasksOut, tags=["operations"])
-async def tasks(svc: ServiceDep) -> dict[str, Any]:
+@v1.get("/v1/tasks", response_model=schemas.TasksOut, tags=["operations"])
+async def tasks(svc: ServiceDep, _tenant: ReadTenant) -> dict[str, Any]:
     return {"tasks": [t.to_json() for t in await svc.tasks()]}
 
 
@@ -199,8 +214,9 @@ def with_drift(workers: list[WorkerInfo]) -> list[dict[str, Any]]:
             for w in workers]
 
 
-@router.get("/v1/workers", response_model=schemas.WorkersOut, tags=["operations"])
-async def workers(svc: ServiceDep, include_gone: bool = False) -> dict[str, Any]:
+@v1.get("/v1/workers", response_model=schemas.WorkersOut, tags=["operations"])
+async def workers(svc: ServiceDep, _tenant: ReadTenant,
+                  include_gone: bool = False) -> dict[str, Any]:
     return {"workers": with_drift(await svc.store.list_workers(include_gone))}
 
 
@@ -211,7 +227,7 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready", tags=["health"],
-            responses={503: {"description": "A dependency is unavailable"}})
+            responses={503: problem("A dependency is unavailable")})
 async def ready(request: Request) -> dict[str, Any]:
     """Ready when the store (and transport) answer and the schema is current; otherwise a
     503 problem whose detail names the failing dependency and why."""
@@ -224,13 +240,15 @@ async def ready(request: Request) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/health", response_model=schemas.HealthOut, tags=["health"])
-async def health(request: Request, svc: ServiceDep, tenant: TenantDep) -> Response:
+@router.get("/health", response_model=schemas.HealthOut, tags=["health"],
+            responses={503: {"model": schemas.HealthOut, "description": "The store is down"}})
+async def health(request: Request, svc: ServiceDep, tenant: OptionalTenant) -> Response:
     checks: dict[str, str] = {}
     try:
         await request.app.state.readiness()
         checks["store"] = "ok"
-        queues = [_stats_json(q) for q in await svc.stats(tenant)]
+        queues = ([_stats_json(q) for q in await svc.stats(tenant)]
+                  if tenant is not None else [])
         live_workers = len(await svc.store.list_workers())
     except Exception as exc:
         checks["store"] = f"unavailable: {exc}"
@@ -249,3 +267,5 @@ async def metrics(request: Request, svc: ServiceDep) -> Response:
         registry.observe_queues(await svc.stats(None))
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
+
+router.include_router(v1)

@@ -19,8 +19,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,199}$"
+"""Task and queue names (:data:`conveyor.tasks.NAME_RE`)."""
+
+
 class OperationIn(Strict):
-    task: str = Field(description="A registered task name, e.g. math.add", max_length=200)
+    task: str = Field(description="A registered task name, e.g. math.add (unknown: 422)",
+                      pattern=NAME_PATTERN)
     args: dict[str, Any] = Field(default_factory=dict, description="Named arguments (JSON)")
     key: str | None = Field(None, max_length=256,
                             description="Ordering key: same key, same queue, one at a time")
@@ -32,7 +37,7 @@ class OperationIn(Strict):
 
 class JobIn(Strict):
     operations: list[OperationIn] = Field(min_length=1, max_length=1000)
-    queue: str | None = Field(None, max_length=200)
+    queue: str | None = Field(None, pattern=NAME_PATTERN)
     metadata: dict[str, Any] | None = None
 
 
@@ -41,11 +46,24 @@ class BatchIn(Strict):
 
 
 class ReplayIn(Strict):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     ids: list[str] | None = Field(None, description="Dead operation ids to replay")
     queue: str | None = None
     task: str | None = None
     job_id: str | None = None
     all: bool = Field(False, description="Replay every dead operation (of your tenant)")
+
+
+class ProblemOut(BaseModel):
+    """An error (RFC 9457): ``detail`` says what went wrong and where."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[Any] | None = None
 
 
 class ErrorOut(BaseModel):

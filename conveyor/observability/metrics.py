@@ -95,6 +95,23 @@ class Metrics:
             "conveyor_rejections_total",
             "Requests refused early, by reason (rate_limit, backpressure, body_size).",
             ["reason"], registry=r)
+        self.rate_limit_rejections = Counter(
+            "conveyor_rate_limit_rejections_total",
+            "Requests refused with 429 by the rate limiter, by whom they were counted for "
+            "(tenant: an API key; client: an anonymous client address).", ["principal"],
+            registry=r)
+        self.backpressure_rejections = Counter(
+            "conveyor_backpressure_rejections_total",
+            "Submissions refused because a queue was too deep, by level (warn: 429 for "
+            "low priority; critical: 503 for all).", ["queue", "level"], registry=r)
+        self.rate_limiter_degraded = Gauge(
+            "conveyor_rate_limiter_degraded",
+            "1 while the shared (Redis) rate limiter is unreachable and its failure mode "
+            "decides, else 0.", registry=r)
+        self.rate_limiter_degraded_decisions = Counter(
+            "conveyor_rate_limiter_degraded_decisions_total",
+            "Requests decided by the failure mode while the shared limiter was unreachable.",
+            ["mode"], registry=r)
 
     def for_task(self, queue: str, task: str) -> TaskMetrics:
         found = self._task_metrics.get((queue, task))

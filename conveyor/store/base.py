@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from ..keys import ApiKey
 from ..model import (
     Claim,
     Job,
@@ -119,3 +120,18 @@ class Store(Protocol):
         """Mark ``gone`` the live workers not seen for ``timeout_s`` and expire the leases
         they hold (so the rescuer re-queues their operations at once); returns their ids.
         Safe to run from several processes at once."""
+
+    # API keys ----------------------------------------------------------------------------
+    async def insert_keys(self, keys: Sequence[ApiKey]) -> None:
+        """Store keys (only their hashes); ``created_at`` comes from the store's clock.
+        Ids are unique: a duplicate id raises and stores none of the batch."""
+
+    async def get_keys(self, ids: Sequence[str]) -> list[ApiKey]:
+        """The keys with these ids that exist, revoked ones included, in any order."""
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        """Every key (of ``tenant`` when given), revoked ones included, oldest first."""
+
+    async def revoke_keys(self, ids: Sequence[str]) -> list[str]:
+        """Revoke the keys with these ids (``revoked_at`` from the store's clock); returns
+        the ids that exist. Revoking twice keeps the first time. Idempotent."""

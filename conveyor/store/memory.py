@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import StoreUnavailable
+from ..keys import ApiKey
 from ..model import (
     JSON,
     OPEN,
@@ -151,6 +152,7 @@ class MemoryStore:
         self._tasks: dict[str, TaskInfo] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._seq = 0
+        self._keys: dict[str, ApiKey] = {}
 
     def _check_open(self) -> None:
         if self._closed:
@@ -535,6 +537,38 @@ class MemoryStore:
                 if op.status is OpStatus.RUNNING and op.worker_id in gone:
                     op.lease_expires_at = now - 0.001
             return sorted(gone)
+
+    # API keys --------------------------------------------------------------------------
+    async def insert_keys(self, keys: Sequence[ApiKey]) -> None:
+        async with self._lock:
+            self._check_open()
+            ids = [k.id for k in keys]
+            if len(set(ids)) != len(ids) or any(i in self._keys for i in ids):
+                raise ValueError("an API key with this id already exists")
+            now = self._clock()
+            for k in keys:
+                self._keys[k.id] = dataclasses.replace(k, created_at=now, revoked_at=None)
+
+    async def get_keys(self, ids: Sequence[str]) -> list[ApiKey]:
+        async with self._lock:
+            self._check_open()
+            return [self._keys[i] for i in dict.fromkeys(ids) if i in self._keys]
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        async with self._lock:
+            self._check_open()
+            return sorted((k for k in self._keys.values() if tenant in (None, k.tenant)),
+                          key=lambda k: (k.created_at, k.id))
+
+    async def revoke_keys(self, ids: Sequence[str]) -> list[str]:
+        async with self._lock:
+            self._check_open()
+            now = self._clock()
+            found = [i for i in dict.fromkeys(ids) if i in self._keys]
+            for i in found:
+                if self._keys[i].revoked_at is None:
+                    self._keys[i] = dataclasses.replace(self._keys[i], revoked_at=now)
+            return found
 
 
 __all__ = ["SCHEMA_VERSION", "MemoryStore"]

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ..keys import ApiKey
 from ..model import (
     Claim,
     ErrorInfo,
@@ -136,4 +137,16 @@ def worker_info(row: Row) -> WorkerInfo:
         in_flight=int(row["in_flight"]),
         processed=int(row["processed"]),
         status=row["status"],
+    )
+
+
+def api_key(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        tenant=row["tenant"],
+        scopes=tuple(s for s in row["scopes"].split(",") if s),
+        key_hash=row["key_hash"],
+        created_at=_time(row["created_at"]) or 0.0,
+        revoked_at=_time(row["revoked_at"]),
+        name=row["name"] or "",
     )

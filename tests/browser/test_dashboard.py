@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.auth import create_key
 from tests.support.processes import ConveyorProcess, serve, wait_until
 
 ENV = {"CONVEYOR_RETRY_BASE_S": "0.05"}
@@ -288,8 +289,8 @@ def test_api_key_is_sent_on_every_call_once_entered(tab: Tab, server: ConveyorPr
     assert seen and all(auth is None for _, auth in seen), "no key, no header"
     page.click("#key-button")
     page.fill("#key-dialog input[name=key]", "test-key-123")
-    page.click("#key-dialog button[type=submit]")
     seen.clear()
+    page.click("#key-dialog button[type=submit]")
     page.wait_for_function("document.querySelector('#live-status').className.includes('live-')")
     page.wait_for_timeout(2500)
     assert seen, "the page kept polling"
@@ -301,6 +302,7 @@ def test_api_key_is_sent_on_every_call_once_entered(tab: Tab, server: ConveyorPr
         tab.assert_clean()
     else:
         # with authentication, an unknown key is refused (401) and the form is shown again
+        tab.allowed.append(LOAD_ERROR)
         page.locator("#key-dialog[open]").wait_for()
         assert all(h == "Bearer test-key-123" for _, h in seen), seen
 
@@ -323,8 +325,10 @@ def simulate_auth(page: Any, keys: dict[str, set[str]]) -> None:
         elif route.request.url.endswith("/v1/dlq/replay") and "admin" not in scopes:
             route.fulfill(status=403, content_type="application/problem+json", json={
                 **problem, "title": "Forbidden", "status": 403, "detail": "admin scope needed"})
-        else:
-            route.continue_()
+        else:  # the server runs open on loopback: the simulated key is not sent on
+            headers = {k: v for k, v in route.request.headers.items()
+                       if k.lower() != "authorization"}
+            route.continue_(headers=headers)
 
     page.route(re.compile(r".*/v1/.*"), handle)
 
@@ -404,20 +408,37 @@ def test_polling_pauses_while_the_tab_is_hidden(tab: Tab, server: ConveyorProces
     tab.assert_clean()
 
 
-def auth_enforced(url: str) -> bool:
-    """Whether the API checks keys: a made-up key must be refused."""
-    probe = httpx.post(f"{url}/v1/dlq/replay", json={"ids": []},
-                       headers={"Authorization": "Bearer made-up-key-for-the-probe"})
-    return probe.status_code in (401, 403)
-
-
 def test_key_without_admin_scope_cannot_replay(browser: Any, server: ConveyorProcess,
                                                screenshots: Path) -> None:
-    if not auth_enforced(server.url):
-        pytest.xfail("the API does not check keys here yet (POST /v1/dlq/replay from "
-                     "loopback works with a made-up key): the real 403 'admin scope needed' "
-                     "path cannot be exercised until authentication lands; the page's side "
-                     "is covered by test_403_on_replay_says_the_key_needs_admin_scope")
-    pytest.fail("authentication has landed: give this test a way to create a key without "
-                "admin scope (see the auth docs) so it can check the 403 message "
-                f"{FORBIDDEN_TEXT!r}", pytrace=False)
+    """Against the real API: a key with read and submit scopes (made with
+    ``conveyor keys create``) sees its tenant's dead letters but its replay is refused
+    with 403, which the page explains; nothing is replayed. A made-up key is refused."""
+    made_up = httpx.post(f"{server.url}/v1/dlq/replay", json={"ids": []},
+                         headers={"Authorization": "Bearer made-up-key-for-the-probe"})
+    assert made_up.status_code == 401
+    job, op = dead_job(server.url)  # tenant "default": open loopback mode
+    store = f"sqlite:///{server.log_path.parent / 'conveyor.db'}"
+    _, key = create_key(store, "default", "read,submit", "dashboard")
+    tab = open_tab(browser, server.url, DESKTOP)
+    tab.allowed.append(LOAD_ERROR)
+    page = tab.page
+    try:
+        tab.goto("/overview")
+        page.locator("#live-status.live-ok").wait_for()
+        page.click("#key-button")
+        page.fill("#key-dialog input[name=key]", key)
+        page.click("#key-dialog button[type=submit]")
+        tab.goto(f"/dlq?job_id={job['id']}")
+        row = page.locator(f"#dlq-table tr[data-id='{op['id']}']")
+        row.locator("button:has-text('Replay')").click()
+        page.locator("#confirm-dialog [data-action=confirm]").click()
+        notice = page.locator(".notice-error")
+        notice.wait_for()
+        assert FORBIDDEN_TEXT in notice.inner_text().lower()
+        page.screenshot(path=screenshots / "dlq-forbidden-real.png")
+        assert page.evaluate("sessionStorage.getItem('conveyor.apiKey')") == key
+        after = httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["operations"][0]
+        assert after["status"] == "dead" and after["finished_at"] == op["finished_at"]
+        tab.assert_clean()
+    finally:
+        page.context.close()

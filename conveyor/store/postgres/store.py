@@ -36,12 +36,13 @@ from .. import rows
 from .core import MIGRATIONS, SCHEMA_VERSION, SQL, Conn, fetch, notify, refresh_jobs
 from .errors import translated, where
 from .group import GroupCommit
+from .keys import KeyMixin
 from .leases import LeaseMixin
 from .listener import Listener
 from .submit import dumps, insert_jobs
 
 
-class PostgresStore(LeaseMixin):
+class PostgresStore(KeyMixin, LeaseMixin):
     """The :class:`~conveyor.store.base.Store` port on PostgreSQL (psycopg 3, async pool).
 
     ``url`` is a libpq URL (``postgresql://user:pass@host:port/db?options=...``).

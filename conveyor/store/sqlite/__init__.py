@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...errors import SchemaMismatch, StoreUnavailable
+from ...keys import ApiKey
 from ...model import (
     Claim,
     Job,
@@ -48,6 +49,7 @@ from ..sqlfile import load_blocks, migrations
 
 T = TypeVar("T")
 _SQL = load_blocks(__name__ + ".sql", "queries.sql")
+_KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
 _MIGRATIONS = migrations(__name__ + ".sql")
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 _COMPLETE = {
@@ -516,6 +518,36 @@ class SQLiteStore:
             return sorted(gone)
 
         return await self._write(expire)
+
+    # API keys --------------------------------------------------------------------------
+    async def insert_keys(self, keys: Sequence[ApiKey]) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.executemany(_KEYS_SQL["insert_key"], [
+                {"id": k.id, "tenant": k.tenant, "scopes": ",".join(k.scopes),
+                 "key_hash": k.key_hash, "name": k.name, "now": now} for k in keys])
+
+        try:
+            await self._write(insert)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"an API key with this id already exists: {exc}") from exc
+
+    async def get_keys(self, ids: Sequence[str]) -> list[ApiKey]:
+        params = {"ids": _dumps(list(ids))}
+        found = await self._read(lambda c: c.execute(_KEYS_SQL["get_keys"], params).fetchall())
+        return [rows.api_key(r) for r in found]
+
+    async def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        params = {"tenant": tenant}
+        found = await self._read(lambda c: c.execute(_KEYS_SQL["list_keys"], params).fetchall())
+        return [rows.api_key(r) for r in found]
+
+    async def revoke_keys(self, ids: Sequence[str]) -> list[str]:
+        def revoke(conn: sqlite3.Connection) -> list[str]:
+            params = {"ids": _dumps(list(ids)), "now": self._clock()}
+            return sorted(r["id"] for r in conn.execute(_KEYS_SQL["revoke_keys"], params))
+
+        return await self._write(revoke)
 
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
