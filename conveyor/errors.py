@@ -54,3 +54,7 @@ class SchemaMismatch(ConveyorError):
 
 class ConfigError(ConveyorError):
     """The configuration is invalid; the message says which setting and why."""
+
+
+class TransportError(ConveyorError):
+    """The transport (e.g. Kafka) refused or did not answer; the message says which."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .config import Config
 from .errors import ConfigError
 from .model import NewJob
+from .relay import Relay
 from .service import Service, TaskCatalog
 from .store.base import Store
 from .tasks import Registry
@@ -49,7 +51,48 @@ def make_transport(config: Config, store: Store) -> Transport:
         from .transport.store import StoreTransport
 
         return StoreTransport(store, poll_s=config.poll_s)
+    if config.transport == "kafka":
+        from .store.base import OutboxStore
+
+        kafka = _kafka()
+        if not isinstance(store, OutboxStore):
+            raise ConfigError("--transport kafka needs a PostgreSQL store (--store "
+                              "postgresql://...)")
+        return kafka.KafkaTransport(store, kafka_settings(config))  # type: ignore[no-any-return]
     raise ConfigError(f"transport {config.transport!r} is not available in this version")
+
+
+def _kafka() -> Any:
+    try:
+        from .transport import kafka
+    except ImportError as exc:
+        raise ConfigError(
+            f"the Kafka transport needs its extra: pip install 'conveyor[kafka]' ({exc})"
+        ) from exc
+    return kafka
+
+
+def kafka_settings(config: Config) -> Any:
+    """The Kafka transport's settings from ``config``."""
+    kafka = _kafka()
+    return kafka.KafkaSettings(
+        bootstrap=config.kafka_bootstrap or "", partitions=config.kafka_partitions,
+        topic_prefix=config.kafka_topic_prefix,
+        session_timeout_s=config.kafka_session_timeout_s, park_s=config.kafka_park_s,
+        drain_s=min(config.shutdown_grace_s, config.lease_s))
+
+
+def make_relay(config: Config, store: Store) -> Relay:
+    """The outbox relay of the Kafka tier (with reconciliation), on an opened store."""
+    from .store.base import OutboxStore
+
+    kafka = _kafka()
+    if not isinstance(store, OutboxStore):
+        raise ConfigError("the relay needs a PostgreSQL store (--store postgresql://...)")
+    settings = kafka_settings(config)
+    topics = kafka.Topics(settings.bootstrap, settings.partitions, settings.topic_prefix)
+    return Relay(store, kafka.KafkaPublisher(topics), batch=config.relay_batch,
+                 poll_s=config.relay_poll_s, lease_s=config.relay_lease_s)
 
 
 def make_service(

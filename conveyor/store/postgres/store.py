@@ -37,10 +37,11 @@ from .errors import redact, translated, where
 from .group import GroupCommit
 from .leases import LeaseMixin
 from .listener import Listener
+from .outbox import OutboxMixin
 from .submit import dumps, insert_jobs
 
 
-class PostgresStore(LeaseMixin):
+class PostgresStore(OutboxMixin, LeaseMixin):
     """The :class:`~conveyor.store.base.Store` port on PostgreSQL (psycopg 3, async pool).
 
     ``url`` is a libpq URL (``postgresql://user:pass@host:port/db?options=...``).
