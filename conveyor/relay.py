@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .errors import StoreUnavailable, TransportError
@@ -29,7 +30,8 @@ log = logging.getLogger("conveyor.relay")
 
 
 class Periodic(Protocol):
-    async def run_once(self) -> object: ...
+    async def run_once(self) -> object:
+        """One pass of upkeep run between batches (e.g. reconciliation)."""
 
 
 class Relay:
@@ -37,7 +39,8 @@ class Relay:
 
     def __init__(self, outbox: OutboxStore, publisher: Publisher, *, batch: int = 500,
                  poll_s: float = 0.05, lease_s: float = 10.0,
-                 maintenance: Periodic | None = None, maintenance_interval_s: float = 5.0) -> None:
+                 maintenance: Periodic | None = None, maintenance_interval_s: float = 5.0,
+                 closers: Sequence[Callable[[], None]] = ()) -> None:
         self._outbox = outbox
         self._publisher = publisher
         self._batch = batch
@@ -45,6 +48,7 @@ class Relay:
         self._lease_s = lease_s
         self._maintenance = maintenance
         self._maintenance_interval_s = maintenance_interval_s
+        self._closers = list(closers)
         self.published = 0
         self.batches = 0
 
@@ -62,6 +66,8 @@ class Relay:
     def close(self) -> None:
         """Flush and drop the publisher (after :meth:`run` returned)."""
         self._publisher.close()
+        for close in self._closers:
+            close()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set: publish, waiting ``poll_s`` when nothing is due."""

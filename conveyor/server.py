@@ -107,7 +107,7 @@ async def run(
         tasks.append(asyncio.create_task(server.serve()))
     relays: list[Relay] = []
     if relay:
-        relays.append(make_relay(config, store))
+        relays.append(make_relay(config, store, metrics))
         tasks.append(asyncio.create_task(relays[0].run(stop)))
     while not all(s.started for s in servers) and not any(t.done() for t in tasks):
         await asyncio.sleep(0.02)

@@ -82,8 +82,10 @@ def kafka_settings(config: Config) -> Any:
         drain_s=min(config.shutdown_grace_s, config.lease_s))
 
 
-def make_relay(config: Config, store: Store) -> Relay:
-    """The outbox relay of the Kafka tier (with reconciliation), on an opened store."""
+def make_relay(config: Config, store: Store, metrics: Any = None) -> Relay:
+    """The outbox relay of the Kafka tier, with reconciliation and the lag gauges of
+    ``metrics``, on an opened store."""
+    from .reconcile import Reconciler
     from .store.base import OutboxStore
 
     kafka = _kafka()
@@ -91,8 +93,30 @@ def make_relay(config: Config, store: Store) -> Relay:
         raise ConfigError("the relay needs a PostgreSQL store (--store postgresql://...)")
     settings = kafka_settings(config)
     topics = kafka.Topics(settings.bootstrap, settings.partitions, settings.topic_prefix)
+    lag = kafka.KafkaLag(settings.bootstrap, settings.topic_prefix)
+    reconciler = Reconciler(store, store, lag, older_than_s=config.reconcile_after_s,
+                            metrics=metrics)
     return Relay(store, kafka.KafkaPublisher(topics), batch=config.relay_batch,
-                 poll_s=config.relay_poll_s, lease_s=config.relay_lease_s)
+                 poll_s=config.relay_poll_s, lease_s=config.relay_lease_s,
+                 maintenance=reconciler, closers=[lag.close])
+
+
+def make_transport_stats(
+    config: Config, store: Store
+) -> Callable[[Sequence[str]], Awaitable[dict[str, Any]]] | None:
+    """What ``/v1/stats`` and ``/metrics`` report about the transport (Kafka: lag per
+    partition and the outbox backlog), or ``None``."""
+    from .store.base import OutboxStore
+
+    if config.transport != "kafka" or not isinstance(store, OutboxStore):
+        return None
+    from .reconcile import TransportStats
+
+    kafka = _kafka()
+    settings = kafka_settings(config)
+    stats = TransportStats(store, store, kafka.KafkaLag(settings.bootstrap,
+                                                        settings.topic_prefix))
+    return stats.read
 
 
 def make_service(
@@ -101,4 +125,5 @@ def make_service(
     local: Registry | None = None,
     on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
 ) -> Service:
-    return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit)
+    return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit,
+                   transport_stats=make_transport_stats(config, store))

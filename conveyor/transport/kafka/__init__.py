@@ -9,8 +9,10 @@ publisher), :mod:`.consumer` (group membership, buffering, commits), :mod:`.offs
 
 from __future__ import annotations
 
+from .lag import KafkaLag, PartitionLag
 from .producer import KafkaPublisher
 from .topics import Topics
 from .transport import KafkaSettings, KafkaTransport
 
-__all__ = ["KafkaPublisher", "KafkaSettings", "KafkaTransport", "Topics"]
+__all__ = ["KafkaLag", "KafkaPublisher", "KafkaSettings", "KafkaTransport", "PartitionLag",
+           "Topics"]
