@@ -49,6 +49,9 @@ class KafkaSettings:
     """How long a revoked partition's running operations get to finish."""
     replication_factor: int = -1
     """For topics this process creates; -1 is the broker's default."""
+    max_poll_interval_s: float = 300.0
+    """Kafka's limit between polls; the consumer thread polls continuously, so slow tasks
+    never reach it."""
 
     def consumer_settings(self, queue: str, client_id: str) -> dict[str, Any]:
         return {
@@ -61,7 +64,7 @@ class KafkaSettings:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(self.session_timeout_s * 1000),
             "heartbeat.interval.ms": max(100, int(self.session_timeout_s * 1000 / 5)),
-            "max.poll.interval.ms": 300_000,
+            "max.poll.interval.ms": int(self.max_poll_interval_s * 1000),
             "reconnect.backoff.max.ms": 1000,
             "fetch.wait.max.ms": 50,
         }
