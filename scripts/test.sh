@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 log "installing conveyor with its test dependencies"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel,kafka]"
 
 if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (Debian's prometheus package) to check /metrics output"
@@ -34,6 +34,13 @@ if [ -x scripts/postgres.sh ]; then
   CONVEYOR_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"
   export CONVEYOR_TEST_POSTGRES_URL
   log "PostgreSQL at $CONVEYOR_TEST_POSTGRES_URL"
+fi
+
+if [ -x scripts/kafka.sh ]; then
+  log "starting Apache Kafka (the first run downloads its jars)"
+  CONVEYOR_TEST_KAFKA_BOOTSTRAP="$(scripts/kafka.sh start)"
+  export CONVEYOR_TEST_KAFKA_BOOTSTRAP
+  log "Kafka at $CONVEYOR_TEST_KAFKA_BOOTSTRAP"
 fi
 
 log "running the tests"
