@@ -134,3 +134,26 @@ def test_dead_letters_on_the_dlq_topic_and_replayable(tier: dict[str, Any]) -> N
     wait_until(lambda: status(job_id) == "failed", 60)
     again = _dlq_messages(tier["bootstrap"], topic, 2)
     assert [m["op_id"] for m in again] == [op["id"], op["id"]]
+
+
+def test_relay_process_serves_metrics(tier: dict[str, Any]) -> None:
+    """``conveyor relay --metrics-port`` exports the lag and backlog gauges."""
+    from tests.support.processes import free_port
+
+    port = free_port()
+    relay = ConveyorProcess(["relay", "--store", tier["url"], "--metrics-port", str(port)],
+                            tier["tmp"] / "relay.log", env=tier["env"])
+    tier["procs"].append(relay.start())
+    _submit(tier["api"], [{"task": "math.add", "args": {"a": 1, "b": 2}}])
+
+    def scraped() -> str | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        return text if "conveyor_consumer_lag{" in text else None
+
+    text = wait_until(scraped, 60, 0.5)
+    assert re.search(r'^conveyor_outbox_backlog\{queue="default"\} 0\.0$', text, re.M)
+    assert re.search(r'^conveyor_consumer_lag\{partition="\d",queue="default"\} 1\.0$', text,
+                     re.M)
