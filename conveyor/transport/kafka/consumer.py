@@ -93,20 +93,24 @@ class QueueConsumer:
                     log.warning("kafka consume failed: %s", exc)
                     time.sleep(0.5)
                     continue
-                good = []
-                for message in messages:
-                    err = message.error()
-                    if err is None:
-                        good.append(message)
-                    elif time.monotonic() - last_error_log > 5.0:
-                        self.errors += 1
-                        last_error_log = time.monotonic()
-                        log.warning("kafka consumer of %s: %s", self.topic, err)
-                if good:
-                    self._buffer(good)
-                    self._wake()
-                self._flow_control()
-                self._commit()
+                try:
+                    good = []
+                    for message in messages:
+                        err = message.error()
+                        if err is None:
+                            good.append(message)
+                        elif time.monotonic() - last_error_log > 5.0:
+                            self.errors += 1
+                            last_error_log = time.monotonic()
+                            log.warning("kafka consumer of %s: %s", self.topic, err)
+                    if good:
+                        self._buffer(good)
+                        self._wake()
+                    self._flow_control()
+                    self._commit()
+                except Exception:  # keep the membership whatever happened; say so
+                    log.exception("kafka consumer of %s", self.topic)
+                    time.sleep(0.5)
         finally:
             try:
                 consumer.close()  # revokes (drains and commits) what is still assigned

@@ -67,10 +67,15 @@ WHERE c.key IS NULL
 
 -- name: delivered_park
 -- Delivered operations that are waiting and due but could not start (an earlier
--- operation of their key is still open): they re-enter the log after park_s, so the
--- partition moves on meanwhile.
+-- operation of their key is still open): they re-enter the log park_s after now, or
+-- after the latest run_at of the earlier ones still waiting (a retry's backoff), so the
+-- partition moves on meanwhile and a long backoff does not make them spin.
 INSERT INTO outbox (op_id, queue, key, kind, due_at)
-SELECT o.id, o.queue, o.key, 'dispatch', now() + make_interval(secs => %(park_s)s)
+SELECT o.id, o.queue, o.key, 'dispatch',
+       greatest(now(), (SELECT max(p.run_at) FROM operations p
+                        WHERE p.queue = o.queue AND p.key = o.key AND p.seq < o.seq
+                          AND p.status IN ('scheduled', 'queued', 'retrying')))
+       + make_interval(secs => %(park_s)s)
 FROM operations o
 WHERE o.id = ANY(%(ids)s::text[])
   AND o.status IN ('scheduled', 'queued', 'retrying') AND o.run_at <= now()
