@@ -76,6 +76,7 @@ OPS_SQL = ("SELECT o.id, o.job_id, o.key, o.args, o.status, o.attempts, o.result
            "FROM operations o JOIN jobs j ON j.id = o.job_id ORDER BY o.seq")
 
 
+@pytest.mark.timeout(1200)
 def test_kafka_fleet_survives_a_killed_worker(tmp_path: Path) -> None:
     address = bootstrap()
     url = create_database("conveyor_kafka_fleet")
