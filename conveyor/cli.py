@@ -167,7 +167,7 @@ def migrate(store: StoreOpt = None) -> None:
         version = asyncio.run(go())
     except ConveyorError as exc:
         fail(str(exc))
-    out.print(f"schema at version {version} ({config.store})", highlight=False)
+    out.print(f"schema at version {version} ({config.store_shown})", highlight=False)
 
 
 register_client_commands(app, fail)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
@@ -103,6 +104,11 @@ class Config:
     """When set, a worker or relay process serves ``/metrics`` and health probes here."""
     limits: Limits = field(default_factory=Limits)
 
+    @property
+    def store_shown(self) -> str:
+        """The store URL without its password, for messages and logs."""
+        return redact_url(self.store)
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -132,6 +138,18 @@ class Config:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, not {self.port}")
         return self
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://..."
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _coerce(name: str, raw: str, target: Any) -> Any:

@@ -118,7 +118,7 @@ async def run(
             [f"worker {workers[0].id} ({len(registry)} tasks, queues "
              f"{','.join(workers[0].queues)})"] if workers else []) + (
             [f"relay to Kafka at {config.kafka_bootstrap}"] if relays else [])
-        on_ready(", ".join(parts) + f"; store {config.store}")
+        on_ready(", ".join(parts) + f"; store {config.store_shown}")
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -113,15 +113,15 @@ def test_broker_killed_and_restarted_mid_run(tmp_path: Path) -> None:
 def test_relay_killed_mid_batch_and_restarted(tmp_path: Path) -> None:
     def disrupt(url: str, procs: dict[str, ConveyorProcess], env: dict[str, str]) -> None:
         def publishing() -> bool:
-            [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until > now()) AS c, "
-                          "count(*) AS n FROM outbox")
+            [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL) "
+                          "AS c, count(*) AS n FROM outbox")
             return int(row["c"]) > 0 and _succeeded(url) > 0
 
         wait_until(publishing, 120, 0.005)
         procs["relay"].kill9()  # a batch was claimed: killed mid-batch
-        [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until > now()) AS c "
+        [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL) AS c "
                       "FROM outbox")
-        assert int(row["c"]) > 0, "the relay held a claimed batch when it died"
+        assert int(row["c"]) > 0, "the relay died with a claimed batch not marked published"
         time.sleep(1.0)
         procs["relay"] = start_relay(url, Path(procs["relay"].log_path).parent, "relay-2",
                                      {**env, "CONVEYOR_RELAY_LEASE_S": "2"})

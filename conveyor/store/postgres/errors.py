@@ -13,7 +13,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -26,18 +26,6 @@ RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 """Transient conflicts between transactions: running the transaction again succeeds."""
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 """The server is down, restarting, refusing connections, or the connection broke."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://..."
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def where(url: str) -> str:

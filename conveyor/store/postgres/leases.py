@@ -21,13 +21,6 @@ from .. import rows
 from .core import SQL, Conn, PgCore, fetch, notify, refresh_jobs
 from .submit import dumps
 
-_COMPLETE = {
-    OutcomeKind.SUCCEEDED: "complete_succeeded",
-    OutcomeKind.RETRY: "complete_retry",
-    OutcomeKind.DEAD: "complete_dead",
-    OutcomeKind.CANCELLED: "complete_cancelled",
-}
-
 
 class LeaseMixin(PgCore):
     async def claim(
@@ -90,23 +83,22 @@ class LeaseMixin(PgCore):
             return []
 
         async def complete(conn: Conn) -> list[bool]:
+            found = await fetch(conn, "complete_many", {
+                "op_ids": [o.op_id for o in outcomes],
+                "tokens": [o.lease_token for o in outcomes],
+                "kinds": [o.kind.value for o in outcomes],
+                "results": [dumps(o.result) for o in outcomes],
+                "errors": [dumps(o.error.to_json()) if o.error else None for o in outcomes],
+                "retry_in_s": [float(o.retry_in_s or 0.0) for o in outcomes],
+            })
+            recorded = {(str(r["id"]), int(r["lease_token"])) for r in found}
+            await refresh_jobs(conn, {str(r["job_id"]) for r in found})
+            await notify(conn, {r["queue"] for r in found
+                                if r["key"] is not None or r["kind"] == OutcomeKind.RETRY})
             accepted: list[bool] = []
-            touched: set[str] = set()
-            ready: set[str] = set()
-            for out in outcomes:
-                found = await fetch(conn, _COMPLETE[out.kind], {
-                    "op_id": out.op_id, "lease_token": out.lease_token,
-                    "result": dumps(out.result),
-                    "error": dumps(out.error.to_json()) if out.error else None,
-                    "retry_in_s": float(out.retry_in_s or 0.0),
-                })
-                accepted.append(bool(found))
-                if found:
-                    touched.add(str(found[0]["job_id"]))
-                    if found[0]["key"] is not None or out.kind is OutcomeKind.RETRY:
-                        ready.add(found[0]["queue"])
-            await refresh_jobs(conn, touched)
-            await notify(conn, ready)
+            for out in outcomes:  # a lease is recorded once, even if listed twice
+                accepted.append((out.op_id, out.lease_token) in recorded)
+                recorded.discard((out.op_id, out.lease_token))
             return accepted
 
         return await self._tx(complete)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ...config import redact_url as redact
 from ...errors import SchemaMismatch, StoreUnavailable
 from ...model import (
     Job,
@@ -33,7 +34,7 @@ from ...model import (
 )
 from .. import rows
 from .core import MIGRATIONS, SCHEMA_VERSION, SQL, Conn, fetch, notify, refresh_jobs
-from .errors import redact, translated, where
+from .errors import translated, where
 from .group import GroupCommit
 from .leases import LeaseMixin
 from .listener import Listener

@@ -182,35 +182,25 @@ FROM unnest(%(op_ids)s::text[], %(tokens)s::bigint[]) AS l(op_id, lease_token)
 WHERE o.id = l.op_id AND o.lease_token = l.lease_token AND o.status = 'running'
 RETURNING o.id, o.lease_token, o.cancel_requested;
 
--- name: complete_succeeded
-UPDATE operations
-SET status = 'succeeded', result = %(result)s::jsonb, error = NULL, finished_at = now(),
+-- name: complete_many
+-- Every outcome of a batch in one fenced statement: a row changes only while its lease
+-- (same token, still running) is held. A retry of an operation whose job was cancelled
+-- meanwhile ends it cancelled. Returns the outcomes that were recorded.
+UPDATE operations o
+SET status = CASE WHEN v.kind <> 'retry' THEN v.kind
+                  WHEN o.cancel_requested THEN 'cancelled' ELSE 'retrying' END,
+    result = CASE WHEN v.kind = 'succeeded' THEN v.result::jsonb ELSE o.result END,
+    error = CASE WHEN v.kind = 'succeeded' THEN NULL ELSE v.error::jsonb END,
+    finished_at = CASE WHEN v.kind = 'retry' AND NOT o.cancel_requested THEN NULL
+                       ELSE now() END,
+    run_at = CASE WHEN v.kind = 'retry' THEN now() + make_interval(secs => v.retry_in_s)
+                  ELSE o.run_at END,
     lease_expires_at = NULL
-WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
-RETURNING job_id, queue, key;
-
--- name: complete_retry
--- A retry of an operation whose job was cancelled meanwhile ends it cancelled.
-UPDATE operations
-SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END,
-    finished_at = CASE WHEN cancel_requested THEN now() END,
-    error = %(error)s::jsonb, run_at = now() + make_interval(secs => %(retry_in_s)s),
-    lease_expires_at = NULL
-WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
-RETURNING job_id, queue, key;
-
--- name: complete_dead
-UPDATE operations
-SET status = 'dead', error = %(error)s::jsonb, finished_at = now(), lease_expires_at = NULL
-WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
-RETURNING job_id, queue, key;
-
--- name: complete_cancelled
-UPDATE operations
-SET status = 'cancelled', error = %(error)s::jsonb, finished_at = now(),
-    lease_expires_at = NULL
-WHERE id = %(op_id)s AND lease_token = %(lease_token)s AND status = 'running'
-RETURNING job_id, queue, key;
+FROM unnest(%(op_ids)s::text[], %(tokens)s::bigint[], %(kinds)s::text[],
+            %(results)s::text[], %(errors)s::text[], %(retry_in_s)s::float8[])
+     AS v(op_id, lease_token, kind, result, error, retry_in_s)
+WHERE o.id = v.op_id AND o.lease_token = v.lease_token AND o.status = 'running'
+RETURNING o.id, v.lease_token, o.job_id, o.queue, o.key, v.kind;
 
 -- name: release
 -- Give a lease back without counting the attempt (a cancelled one ends cancelled).
