@@ -4,6 +4,7 @@ not committed past yet (end offset minus committed offset)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ class KafkaLag:
                 "bootstrap.servers": self.bootstrap,
                 "group.id": group_id(self.prefix, queue),
                 "enable.auto.commit": False,
+                "logger": logging.getLogger("conveyor.kafka.client"),
             })
         return consumer
 
@@ -86,9 +88,16 @@ class KafkaLag:
                         lag = max(0, high - (done if done is not None else low))
                         out.append(PartitionLag(queue, tp.partition, high, done, lag))
             except KafkaException as exc:
+                self._serve_logs()
                 raise TransportError(f"Kafka at {self.bootstrap} does not answer: "
                                      f"{exc}") from exc
+            self._serve_logs()
         return out
+
+    def _serve_logs(self) -> None:
+        """Hand the clients' queued log lines to ``logging`` (they never poll otherwise)."""
+        for consumer in self._consumers.values():
+            consumer.poll(0)
 
     def close(self) -> None:
         with self._lock:

@@ -39,6 +39,7 @@ class KafkaPublisher:
             "partitioner": "murmur2_random",  # Java-compatible: key -> partition
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
+            "logger": logging.getLogger("conveyor.kafka.client"),  # not raw stderr lines
         }
         self._producer: Any = None
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ...errors import TransportError
 from .messages import dlq_topic_name, topic_name
@@ -29,7 +30,9 @@ class Topics:
         self.prefix = prefix
         self._replication = replication_factor
         self._timeout_s = timeout_s
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        settings: dict[str, Any] = {"bootstrap.servers": bootstrap,
+                                    "logger": logging.getLogger("conveyor.kafka.client")}
+        self._admin = AdminClient(settings)
         self._known: set[str] = set()
         self._lock = threading.Lock()
 
@@ -46,7 +49,10 @@ class Topics:
         with self._lock:
             missing = [t for t in wanted if t not in self._known]
             if missing:
-                self._ensure(missing)
+                try:
+                    self._ensure(missing)
+                finally:
+                    self._admin.poll(0)  # hand queued client log lines to ``logging``
                 self._known.update(missing)
 
     def forget(self, queues: Sequence[str] | None = None) -> None:

@@ -67,6 +67,7 @@ class KafkaSettings:
             "max.poll.interval.ms": int(self.max_poll_interval_s * 1000),
             "reconnect.backoff.max.ms": 1000,
             "fetch.wait.max.ms": 50,
+            "logger": logging.getLogger("conveyor.kafka.client"),  # not raw stderr lines
         }
 
 
