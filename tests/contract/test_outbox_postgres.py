@@ -1,5 +1,5 @@
 """The PostgreSQL store's outbox (triggers, relay claims, delivered claims) passes the
-outbox conformance suite."""
+outbox conformance suite, and with the outbox enabled still the store suite."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from conveyor.store.base import Store
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.outbox_contract import OutboxContract
+from conveyor.testing.store_contract import StoreContract
 from tests.support.pg_fixtures import pg_database, pg_store, pg_url
 
 __all__ = ["pg_database", "pg_store", "pg_url"]
@@ -22,6 +24,16 @@ async def store(pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
 
 class TestPostgresOutbox(OutboxContract):
     pass
+
+
+class TestPostgresWithOutboxIsStillAStore(StoreContract):
+    """The triggers change nothing the store port promises."""
+
+    async def reopen(self, store: Store) -> Store:
+        assert isinstance(store, PostgresStore)
+        fresh = PostgresStore(store.url)
+        await fresh.open()
+        return fresh
 
 
 async def test_disabled_until_enabled_then_backfilled(pg_store: PostgresStore) -> None:
