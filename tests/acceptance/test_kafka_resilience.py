@@ -55,7 +55,8 @@ def _run(tmp_path: Path, disrupt: Callable[[str, dict[str, ConveyorProcess],
     url = create_database("conveyor_kafka_resilience")
     record_log = tmp_path / "executions.log"
     env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": "3",
-           "CONVEYOR_RESCUE_INTERVAL_S": "0.5", **kafka_env(address, unique_prefix("res"), 6)}
+           "CONVEYOR_RESCUE_INTERVAL_S": "0.5", "CONVEYOR_RECONCILE_AFTER_S": "0",
+           **kafka_env(address, unique_prefix("res"), 6)}
     procs: dict[str, ConveyorProcess] = {}
     try:
         done = migrate(url, tmp_path)
