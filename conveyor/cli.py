@@ -40,6 +40,15 @@ TransportOpt = Annotated[str | None, typer.Option(
     "--transport", help="store or kafka (CONVEYOR_TRANSPORT)")]
 KafkaOpt = Annotated[str | None, typer.Option(
     "--kafka-bootstrap", help="Kafka bootstrap servers (CONVEYOR_KAFKA_BOOTSTRAP)")]
+PartitionsOpt = Annotated[int | None, typer.Option(
+    "--kafka-partitions", help="Partitions of each queue's topic when created "
+    "(CONVEYOR_KAFKA_PARTITIONS, default 12)")]
+PrefixOpt = Annotated[str | None, typer.Option(
+    "--kafka-topic-prefix", help="Topic and group name prefix (CONVEYOR_KAFKA_TOPIC_PREFIX, "
+    "default 'conveyor.')")]
+RelayOpt = Annotated[bool | None, typer.Option(
+    "--relay/--no-relay", help="Run the outbox relay in this process (Kafka tier; "
+    "CONVEYOR_RELAY_IN_PROCESS)")]
 MetricsPortOpt = Annotated[int | None, typer.Option(
     "--metrics-port", help="Serve /metrics and health probes on this port")]
 
@@ -62,7 +71,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
+def _run(config: Config, *, api: bool, worker: bool, migrate: bool,
+         relay: bool = False) -> None:
     from .server import serve_forever
 
     def ready(line: str) -> None:
@@ -76,7 +86,8 @@ def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
                       highlight=False)
 
     try:
-        serve_forever(config, api=api, worker=worker, migrate=migrate, on_ready=ready)
+        serve_forever(config, api=api, worker=worker, migrate=migrate, on_ready=ready,
+                      relay=relay)
     except ConveyorError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -86,20 +97,29 @@ def _run(config: Config, *, api: bool, worker: bool, migrate: bool) -> None:
 @app.command()
 def serve(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
           tasks: TasksOpt = None, queues: QueuesOpt = None,
-          concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None) -> None:
+          concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None,
+          transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
+          kafka_partitions: PartitionsOpt = None, kafka_topic_prefix: PrefixOpt = None,
+          relay: RelayOpt = None) -> None:
     """Run the API and a worker in one process (the embedded tier: SQLite by default)."""
     config = _config(store=store, host=host, port=port, tasks=_split(tasks),
-                     queues=_split(queues), concurrency=concurrency, processes=processes)
+                     queues=_split(queues), concurrency=concurrency, processes=processes,
+                     transport=transport, kafka_bootstrap=kafka_bootstrap,
+                     kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
+                     relay_in_process=relay)
     _run(config, api=True, worker=True, migrate=config.store.startswith("sqlite"))
 
 
 @app.command()
 def api(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
         tasks: TasksOpt = None, transport: TransportOpt = None,
-        kafka_bootstrap: KafkaOpt = None) -> None:
+        kafka_bootstrap: KafkaOpt = None, kafka_partitions: PartitionsOpt = None,
+        kafka_topic_prefix: PrefixOpt = None, relay: RelayOpt = None) -> None:
     """Run the HTTP API only (workers run elsewhere on the same store)."""
     config = _config(store=store, host=host, port=port, tasks=_split(tasks),
-                     transport=transport, kafka_bootstrap=kafka_bootstrap)
+                     transport=transport, kafka_bootstrap=kafka_bootstrap,
+                     kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
+                     relay_in_process=relay)
     _run(config, api=True, worker=False, migrate=False)
 
 
@@ -107,12 +127,29 @@ def api(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
 def worker(store: StoreOpt = None, tasks: TasksOpt = None, queues: QueuesOpt = None,
            concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None,
            transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
-           metrics_port: MetricsPortOpt = None) -> None:
+           metrics_port: MetricsPortOpt = None, kafka_partitions: PartitionsOpt = None,
+           kafka_topic_prefix: PrefixOpt = None) -> None:
     """Run a worker only."""
     config = _config(store=store, tasks=_split(tasks), queues=_split(queues),
                      concurrency=concurrency, processes=processes, transport=transport,
-                     kafka_bootstrap=kafka_bootstrap, metrics_port=metrics_port)
+                     kafka_bootstrap=kafka_bootstrap, metrics_port=metrics_port,
+                     kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix)
     _run(config, api=False, worker=True, migrate=False)
+
+
+@app.command()
+def relay(store: StoreOpt = None, kafka_bootstrap: KafkaOpt = None,
+          transport: TransportOpt = None, kafka_partitions: PartitionsOpt = None,
+          kafka_topic_prefix: PrefixOpt = None, host: HostOpt = None,
+          metrics_port: MetricsPortOpt = None) -> None:
+    """Run the outbox relay only (Kafka tier): publish due operations to Kafka."""
+    config = _config(store=store, transport=transport or "kafka",
+                     kafka_bootstrap=kafka_bootstrap, kafka_partitions=kafka_partitions,
+                     kafka_topic_prefix=kafka_topic_prefix, host=host,
+                     metrics_port=metrics_port)
+    if config.transport != "kafka":
+        fail("the relay serves the Kafka tier: --transport kafka", code=2)
+    _run(config, api=False, worker=False, migrate=False, relay=True)
 
 
 @app.command()

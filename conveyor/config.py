@@ -46,6 +46,30 @@ class Config:
     transport: str = "store"
     """``store`` (workers claim from the store) or ``kafka``."""
     kafka_bootstrap: str | None = None
+    """Kafka ``bootstrap.servers`` (``host:port[,host:port]``) for ``--transport kafka``."""
+    kafka_partitions: int = 12
+    """Partitions of each queue's topic when it is created; an existing topic with fewer
+    is refused (adding partitions later would break per-key order)."""
+    kafka_topic_prefix: str = "conveyor."
+    """Topic of queue Q is ``<prefix>Q`` (dead letters: ``<prefix>Q.dlq``); its consumer
+    group has the same name."""
+    kafka_session_timeout_s: float = 10.0
+    """A killed worker's partitions move to the others after at most this long."""
+    kafka_park_s: float = 0.5
+    """An operation held back by an earlier open operation of its key re-enters Kafka
+    after this long (so a backoff never blocks its partition)."""
+    relay_in_process: bool = False
+    """Run the outbox relay inside ``conveyor api`` / ``conveyor serve`` (Kafka tier)
+    instead of (or besides) a separate ``conveyor relay``."""
+    relay_batch: int = 500
+    """Outbox rows published per batch."""
+    relay_poll_s: float = 0.05
+    """How often an idle relay looks for due outbox rows."""
+    relay_lease_s: float = 10.0
+    """A batch claimed by a relay that died is published again after this long."""
+    reconcile_after_s: float = 60.0
+    """An operation ready this long with no outbox row, in a queue whose consumer group
+    has no lag, is re-dispatched (its message was lost). 0 turns reconciliation off."""
     host: str = "127.0.0.1"
     port: int = 8000
     tasks: tuple[str, ...] = ()
@@ -126,6 +150,14 @@ class Config:
             raise ConfigError(f"transport must be 'store' or 'kafka', not {self.transport!r}")
         if self.transport == "kafka" and not self.kafka_bootstrap:
             raise ConfigError("--transport kafka needs --kafka-bootstrap host:port")
+        if self.transport == "kafka" and not self.store.startswith(
+                ("postgresql://", "postgres://")):
+            raise ConfigError("--transport kafka needs a PostgreSQL store "
+                              "(--store postgresql://...): the outbox lives there")
+        if self.kafka_partitions < 1 or self.relay_batch < 1:
+            raise ConfigError("kafka_partitions and relay_batch must be at least 1")
+        if self.kafka_park_s <= 0 or self.relay_poll_s <= 0 or self.relay_lease_s <= 0:
+            raise ConfigError("kafka_park_s, relay_poll_s and relay_lease_s must be positive")
         if self.concurrency < 1 or self.processes < 1 or self.claim_batch < 1:
             raise ConfigError("concurrency, processes and claim_batch must be at least 1")
         if self.lease_s <= 0 or self.poll_s <= 0:

@@ -64,3 +64,7 @@ class Overloaded(ConveyorError):
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class TransportError(ConveyorError):
+    """The transport (e.g. Kafka) refused or did not answer; the message says which."""

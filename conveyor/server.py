@@ -21,9 +21,10 @@ from .model import NewJob
 from .observability.metrics import Metrics
 from .observability.probe import probe_app
 from .observability.tracing import Tracing
+from .relay import Relay
 from .store.base import Store
 from .tasks import Registry
-from .wiring import make_service, make_store, make_transport
+from .wiring import make_relay, make_service, make_store, make_transport
 from .worker.runner import Worker
 
 log = logging.getLogger("conveyor")
@@ -43,6 +44,15 @@ async def open_store(config: Config, *, migrate: bool) -> Store:
     if migrate:
         await store.migrate()
     await store.open()
+    if config.transport == "kafka":
+        from .store.base import OutboxStore
+
+        if isinstance(store, OutboxStore):
+            try:
+                await store.enable_outbox()
+            except BaseException:
+                await store.close()
+                raise
     return store
 
 
@@ -54,6 +64,7 @@ async def run(
     migrate: bool = False,
     on_ready: Callable[[str], None] | None = None,
     handle_signals: bool = True,
+    relay: bool = False,
 ) -> None:
     """Run until SIGINT/SIGTERM (or until cancelled). ``on_ready`` gets a one-line
     description once serving. Embedders running it off the main thread pass
@@ -61,7 +72,9 @@ async def run(
     registry = Registry.load(config.tasks)
     store = await open_store(config, migrate=migrate)
     metrics = Metrics()
-    role = "conveyor" if api and worker else "conveyor-api" if api else "conveyor-worker"
+    relay = relay or (api and config.transport == "kafka" and config.relay_in_process)
+    role = ("conveyor" if api and worker else "conveyor-api" if api
+            else "conveyor-worker" if worker else "conveyor-relay")
     tracing = Tracing(config.otel_traces_exporter, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,14 +83,15 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
 
     workers: list[Worker] = []
-    transport = make_transport(config, store)
+    transport = make_transport(config, store) if worker else None
     if worker:
+        assert transport is not None
         workers.append(Worker(config, store, transport, registry, metrics=metrics,
                               tracing=tracing))
 
     async def on_submit(jobs: Sequence[NewJob]) -> None:
         metrics.count_submitted(jobs)
-        if worker:
+        if transport is not None:
             await transport.wake()
 
     service = make_service(config, store, registry, on_submit=on_submit)
@@ -91,6 +105,10 @@ async def run(
                                     config.metrics_port))
     for server in servers:
         tasks.append(asyncio.create_task(server.serve()))
+    relays: list[Relay] = []
+    if relay:
+        relays.append(make_relay(config, store, metrics))
+        tasks.append(asyncio.create_task(relays[0].run(stop)))
     while not all(s.started for s in servers) and not any(t.done() for t in tasks):
         await asyncio.sleep(0.02)
     if on_ready is not None and not any(t.done() for t in tasks):
@@ -98,7 +116,8 @@ async def run(
             [f"probes on http://{config.host}:{config.metrics_port}"]
             if config.metrics_port and not api else []) + (
             [f"worker {workers[0].id} ({len(registry)} tasks, queues "
-             f"{','.join(workers[0].queues)})"] if workers else [])
+             f"{','.join(workers[0].queues)})"] if workers else []) + (
+            [f"relay to Kafka at {config.kafka_bootstrap}"] if relays else [])
         on_ready(", ".join(parts) + f"; store {config.store_shown}")
     stopper = asyncio.create_task(stop.wait())
     try:
@@ -108,8 +127,11 @@ async def run(
             server.should_exit = True
         for w in workers:
             w.request_stop()
+        stop.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
+        for r in relays:
+            r.close()
         await store.close()
         tracing.shutdown()
         for result in results:
@@ -126,6 +148,7 @@ def _http_server(app: object, host: str, port: int) -> _Server:
 
 
 def serve_forever(config: Config, *, api: bool, worker: bool, migrate: bool,
-                  on_ready: Callable[[str], None] | None = None) -> None:
+                  on_ready: Callable[[str], None] | None = None, relay: bool = False) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, api=api, worker=worker, migrate=migrate, on_ready=on_ready))
+        asyncio.run(run(config, api=api, worker=worker, migrate=migrate, on_ready=on_ready,
+                        relay=relay))

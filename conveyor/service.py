@@ -87,6 +87,7 @@ class Service:
         limits: Limits | None = None,
         on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
         admit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
+        transport_stats: Callable[[Sequence[str]], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -95,6 +96,7 @@ class Service:
         self.admit = admit
         """Awaited with validated jobs before they are stored; raises to refuse them
         (backpressure: :class:`conveyor.errors.Overloaded`)."""
+        self._transport_stats = transport_stats
 
     async def submit(
         self,
@@ -191,3 +193,14 @@ class Service:
 
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         return await self.store.stats(tenant)
+
+    async def transport_stats(self, queues: Sequence[str]) -> dict[str, Any] | None:
+        """Transport-side figures (Kafka: consumer lag per partition, outbox backlog),
+        or ``None`` for the store-backed transport. Never raises for an unreachable
+        transport (the figures then carry the error)."""
+        if self._transport_stats is None:
+            return None
+        try:
+            return await self._transport_stats(queues)
+        except Exception as exc:  # stats must not fail because Kafka is down
+            return {"error": f"{type(exc).__name__}: {exc}"}

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .config import Config
 from .errors import ConfigError
 from .model import NewJob
 from .ratelimit.base import Limiter
+from .relay import Relay
 from .service import Service, TaskCatalog
 from .store.base import Store
 from .tasks import Registry
@@ -50,7 +52,72 @@ def make_transport(config: Config, store: Store) -> Transport:
         from .transport.store import StoreTransport
 
         return StoreTransport(store, poll_s=config.poll_s)
+    if config.transport == "kafka":
+        from .store.base import OutboxStore
+
+        kafka = _kafka()
+        if not isinstance(store, OutboxStore):
+            raise ConfigError("--transport kafka needs a PostgreSQL store (--store "
+                              "postgresql://...)")
+        return kafka.KafkaTransport(store, kafka_settings(config))  # type: ignore[no-any-return]
     raise ConfigError(f"transport {config.transport!r} is not available in this version")
+
+
+def _kafka() -> Any:
+    try:
+        from .transport import kafka
+    except ImportError as exc:
+        raise ConfigError(
+            f"the Kafka transport needs its extra: pip install 'conveyor[kafka]' ({exc})"
+        ) from exc
+    return kafka
+
+
+def kafka_settings(config: Config) -> Any:
+    """The Kafka transport's settings from ``config``."""
+    kafka = _kafka()
+    return kafka.KafkaSettings(
+        bootstrap=config.kafka_bootstrap or "", partitions=config.kafka_partitions,
+        topic_prefix=config.kafka_topic_prefix,
+        session_timeout_s=config.kafka_session_timeout_s, park_s=config.kafka_park_s,
+        drain_s=min(config.shutdown_grace_s, config.lease_s))
+
+
+def make_relay(config: Config, store: Store, metrics: Any = None) -> Relay:
+    """The outbox relay of the Kafka tier, with reconciliation and the lag gauges of
+    ``metrics``, on an opened store."""
+    from .reconcile import Reconciler
+    from .store.base import OutboxStore
+
+    kafka = _kafka()
+    if not isinstance(store, OutboxStore):
+        raise ConfigError("the relay needs a PostgreSQL store (--store postgresql://...)")
+    settings = kafka_settings(config)
+    topics = kafka.Topics(settings.bootstrap, settings.partitions, settings.topic_prefix)
+    lag = kafka.KafkaLag(settings.bootstrap, settings.topic_prefix)
+    reconciler = Reconciler(store, store, lag, older_than_s=config.reconcile_after_s,
+                            metrics=metrics)
+    return Relay(store, kafka.KafkaPublisher(topics), batch=config.relay_batch,
+                 poll_s=config.relay_poll_s, lease_s=config.relay_lease_s,
+                 maintenance=reconciler, closers=[lag.close])
+
+
+def make_transport_stats(
+    config: Config, store: Store
+) -> Callable[[Sequence[str]], Awaitable[dict[str, Any]]] | None:
+    """What ``/v1/stats`` and ``/metrics`` report about the transport (Kafka: lag per
+    partition and the outbox backlog), or ``None``."""
+    from .store.base import OutboxStore
+
+    if config.transport != "kafka" or not isinstance(store, OutboxStore):
+        return None
+    from .reconcile import TransportStats
+
+    kafka = _kafka()
+    settings = kafka_settings(config)
+    stats = TransportStats(store, store, kafka.KafkaLag(settings.bootstrap,
+                                                        settings.topic_prefix))
+    return stats.read
 
 
 def make_service(
@@ -59,7 +126,8 @@ def make_service(
     local: Registry | None = None,
     on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
 ) -> Service:
-    return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit)
+    return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit,
+                   transport_stats=make_transport_stats(config, store))
 
 
 def make_limiter(

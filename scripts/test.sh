@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 log "installing conveyor with its test dependencies"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel,redis]"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres,otel,redis,kafka]"
 
 if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (Debian's prometheus package) to check /metrics output"
@@ -41,6 +41,13 @@ if [ -x scripts/redis.sh ]; then
   CONVEYOR_TEST_REDIS_URL="$(scripts/redis.sh start)"
   export CONVEYOR_TEST_REDIS_URL
   log "Redis at $CONVEYOR_TEST_REDIS_URL"
+fi
+
+if [ -x scripts/kafka.sh ]; then
+  log "starting Apache Kafka (the first run downloads its jars)"
+  CONVEYOR_TEST_KAFKA_BOOTSTRAP="$(scripts/kafka.sh start)"
+  export CONVEYOR_TEST_KAFKA_BOOTSTRAP
+  log "Kafka at $CONVEYOR_TEST_KAFKA_BOOTSTRAP"
 fi
 
 log "running the tests"

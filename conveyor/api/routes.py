@@ -194,7 +194,12 @@ async def replay(request: Request, svc: ServiceDep, tenant: AdminTenant) -> dict
 
 @v1.get("/v1/stats", response_model=schemas.StatsOut, tags=["operations"])
 async def stats(svc: ServiceDep, tenant: ReadTenant) -> dict[str, Any]:
-    return {"queues": [_stats_json(q) for q in await svc.stats(tenant)]}
+    queues = await svc.stats(tenant)
+    out: dict[str, Any] = {"queues": [_stats_json(q) for q in queues]}
+    transport = await svc.transport_stats([q.queue for q in queues])
+    if transport is not None:
+        out["transport"] = transport
+    return out
 
 
 @v1.get("/v1/tasks", response_model=schemas.TasksOut, tags=["operations"])
@@ -264,7 +269,9 @@ async def metrics(request: Request, svc: ServiceDep) -> Response:
 
     registry = request.app.state.metrics
     with contextlib.suppress(Exception):
-        registry.observe_queues(await svc.stats(None))
+        queues = await svc.stats(None)
+        registry.observe_queues(queues)
+        registry.observe_transport(await svc.transport_stats([q.queue for q in queues]))
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
 

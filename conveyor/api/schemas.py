@@ -138,6 +138,8 @@ class QueueStatsOut(BaseModel):
 
 class StatsOut(BaseModel):
     queues: list[QueueStatsOut]
+    transport: dict[str, Any] | None = None
+    """Kafka tier: consumer lag per queue and partition, and the outbox backlog."""
 
 
 class TaskOut(BaseModel):

@@ -113,6 +113,15 @@ class Metrics:
             "Requests decided by the failure mode while the shared limiter was unreachable.",
             ["mode"], registry=r)
 
+        self.consumer_lag = Gauge(
+            "conveyor_consumer_lag",
+            "Messages of a queue's Kafka partition its consumer group has not committed "
+            "past.", ["queue", "partition"], registry=r)
+        self.outbox_backlog = Gauge(
+            "conveyor_outbox_backlog",
+            "Outbox rows due and not yet published to Kafka, by queue.", ["queue"],
+            registry=r)
+
     def for_task(self, queue: str, task: str) -> TaskMetrics:
         found = self._task_metrics.get((queue, task))
         if found is None:
@@ -138,6 +147,16 @@ class Metrics:
             for state, count in q.counts.items():
                 self.queue_operations.labels(q.queue, state).set(count)
             self.queue_oldest_ready_age.labels(q.queue).set(q.oldest_ready_age_s or 0.0)
+
+    def observe_transport(self, stats: dict[str, Any] | None) -> None:
+        """Refresh the Kafka gauges from :meth:`conveyor.reconcile.TransportStats.read`."""
+        if not stats:
+            return
+        for queue, count in stats.get("outbox_backlog", {}).items():
+            self.outbox_backlog.labels(queue).set(count)
+        for queue, info in stats.get("queues", {}).items():
+            for part in info["partitions"]:
+                self.consumer_lag.labels(queue, str(part["partition"])).set(part["lag"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

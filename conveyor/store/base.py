@@ -20,7 +20,8 @@ Guarantees every adapter gives:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from ..keys import ApiKey
 from ..model import (
@@ -135,3 +136,67 @@ class Store(Protocol):
     async def revoke_keys(self, ids: Sequence[str]) -> list[str]:
         """Revoke the keys with these ids (``revoked_at`` from the store's clock); returns
         the ids that exist. Revoking twice keeps the first time. Idempotent."""
+
+
+# The transactional outbox (Kafka tier) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One row of the outbox: an operation to carry to its queue's topic (``dispatch``)
+    or to announce on its dead-letter topic (``dead``). ``payload`` is what the message
+    says about the operation besides its id (``dead``: the operation as JSON)."""
+
+    id: int
+    op_id: str
+    queue: str
+    key: str | None
+    kind: str
+    headers: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What leasing operations delivered by a log gave: the claims, and the ids that
+    were parked (waiting and due but held back by an earlier operation of their key:
+    they re-enter the log later). Every other id was stale (finished, running elsewhere,
+    not due) and needs nothing."""
+
+    claims: list[Claim]
+    parked: list[str]
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """Store capability for log transports: the outbox written in the same transaction
+    as every change that makes an operation ready (or dead), and leasing by id with the
+    store's per-key order check.
+
+    Guarantees: a row exists for every operation that became ready after
+    :meth:`enable_outbox` (and for those waiting at that moment); a row is deleted only
+    by :meth:`mark_published`; a claimed row not marked within ``lease_s`` is claimed
+    again (a killed relay loses nothing; its duplicates are harmless because leases are
+    fenced and stale deliveries are skipped)."""
+
+    async def enable_outbox(self) -> None:
+        """Start writing outbox rows (idempotent; also backfills waiting operations)."""
+
+    async def claim_outbox(self, limit: int, lease_s: float) -> list[OutboxEntry]:
+        """Up to ``limit`` due rows nobody is publishing, in publication order."""
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        """The rows are durable in the log: delete them."""
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        """Due rows not yet published, per queue."""
+
+    async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
+                              park_s: float) -> Delivered:
+        """Lease the given operations if they are waiting, due and first of their key
+        (like :meth:`Store.claim`); park the ones held back by their key (a new outbox
+        row due in ``park_s``), in the same transaction."""
+
+    async def reconcile_outbox(self, queue: str, older_than_s: float, limit: int) -> list[str]:
+        """Give a new outbox row to operations of ``queue`` that have waited (due) for
+        longer than ``older_than_s`` with none: their message was lost."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..model import Claim
+from ..store.base import OutboxEntry
 
 
 class Transport(Protocol):
@@ -31,3 +32,14 @@ class Transport(Protocol):
         """New work may be ready (a local submission, a finished key): stop waiting."""
 
     async def close(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """Where the relay sends outbox entries (a log transport's producer side)."""
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        """Return once every entry is durable in the log, else raise
+        :class:`conveyor.errors.TransportError` (some may have been published: the
+        relay publishes them again, consumers skip the duplicates)."""
+
+    def close(self) -> None: ...

@@ -48,3 +48,17 @@ def query(url: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
         cur = conn.execute(sql, params)  # type: ignore[arg-type]
         return cur.fetchall() if cur.description is not None else []
+
+
+def kafka_env(bootstrap: str, prefix: str, partitions: int = 12) -> dict[str, str]:
+    """Environment that puts ``conveyor api|worker|relay`` on the Kafka tier."""
+    return {"CONVEYOR_TRANSPORT": "kafka", "CONVEYOR_KAFKA_BOOTSTRAP": bootstrap,
+            "CONVEYOR_KAFKA_TOPIC_PREFIX": prefix,
+            "CONVEYOR_KAFKA_PARTITIONS": str(partitions),
+            "CONVEYOR_KAFKA_SESSION_TIMEOUT_S": "6"}
+
+
+def start_relay(url: str, tmp: Path, name: str, env: dict[str, str]) -> ConveyorProcess:
+    """``conveyor relay`` (Kafka settings come from ``env``, see :func:`kafka_env`)."""
+    proc = ConveyorProcess(["relay", "--store", url], tmp / f"{name}.log", env=env)
+    return proc.start()

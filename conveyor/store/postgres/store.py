@@ -39,10 +39,11 @@ from .group import GroupCommit
 from .keys import KeyMixin
 from .leases import LeaseMixin
 from .listener import Listener
+from .outbox import OutboxMixin
 from .submit import dumps, insert_jobs
 
 
-class PostgresStore(KeyMixin, LeaseMixin):
+class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
     """The :class:`~conveyor.store.base.Store` port on PostgreSQL (psycopg 3, async pool).
 
     ``url`` is a libpq URL (``postgresql://user:pass@host:port/db?options=...``).

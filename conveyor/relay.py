@@ -1,0 +1,93 @@
+"""The relay: publishes due outbox rows to the log transport and marks them published.
+
+Guarantees (with :class:`conveyor.store.base.OutboxStore`):
+
+* Nothing is lost: a row is deleted only after the publisher confirmed every message of
+  its batch durable. A relay killed mid-batch leaves its claimed rows to be claimed again
+  once their lease (``lease_s``) runs out, by itself after a restart or by another relay.
+* Duplicates are harmless: a message points at an operation; workers lease it in the
+  store, which skips it once it is running elsewhere or finished.
+* Delays and backoffs never block a partition: a row is published only once due.
+* Several relays may run at once (rows are claimed with ``SKIP LOCKED``); per-key order
+  does not depend on it, because the store checks it when a worker leases.
+
+The relay also reconciles (see :class:`conveyor.reconcile.Reconciler`) when given one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from .errors import StoreUnavailable, TransportError
+from .store.base import OutboxStore
+from .transport.base import Publisher
+
+log = logging.getLogger("conveyor.relay")
+
+
+class Periodic(Protocol):
+    async def run_once(self) -> object:
+        """One pass of upkeep run between batches (e.g. reconciliation)."""
+
+
+class Relay:
+    """Moves outbox rows into the log in batches of ``batch``."""
+
+    def __init__(self, outbox: OutboxStore, publisher: Publisher, *, batch: int = 500,
+                 poll_s: float = 0.05, lease_s: float = 10.0,
+                 maintenance: Periodic | None = None, maintenance_interval_s: float = 5.0,
+                 closers: Sequence[Callable[[], None]] = ()) -> None:
+        self._outbox = outbox
+        self._publisher = publisher
+        self._batch = batch
+        self._poll_s = poll_s
+        self._lease_s = lease_s
+        self._maintenance = maintenance
+        self._maintenance_interval_s = maintenance_interval_s
+        self._closers = list(closers)
+        self.published = 0
+        self.batches = 0
+
+    async def run_once(self) -> int:
+        """Publish one batch of due rows; returns how many were published."""
+        entries = await self._outbox.claim_outbox(self._batch, self._lease_s)
+        if not entries:
+            return 0
+        await self._publisher.publish(entries)
+        await self._outbox.mark_published([e.id for e in entries])
+        self.published += len(entries)
+        self.batches += 1
+        return len(entries)
+
+    def close(self) -> None:
+        """Flush and drop the publisher (after :meth:`run` returned)."""
+        self._publisher.close()
+        for close in self._closers:
+            close()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Until ``stopping`` is set: publish, waiting ``poll_s`` when nothing is due."""
+        loop = asyncio.get_running_loop()
+        backoff_s = 0.2
+        next_maintenance = loop.time() + self._maintenance_interval_s
+        while not stopping.is_set():
+            try:
+                n = await self.run_once()
+                if self._maintenance is not None and loop.time() >= next_maintenance:
+                    next_maintenance = loop.time() + self._maintenance_interval_s
+                    await self._maintenance.run_once()
+                backoff_s = 0.2
+            except (StoreUnavailable, TransportError) as exc:
+                log.warning("relay: %s; retrying in %.1f s", exc, backoff_s)
+                n = 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+                continue
+            if n < self._batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), self._poll_s)

@@ -1,0 +1,112 @@
+"""The outbox side of the PostgreSQL store (Kafka tier): see
+:class:`conveyor.store.base.OutboxStore` for the guarantees.
+
+Rows are written by triggers (``003_outbox.sql``), so every path that makes an operation
+ready (submission, retry, rescue, release, replay) writes its row in its own transaction
+without knowing about the outbox. Leasing delivered operations uses the same key lock and
+two-statement order check as :meth:`LeaseMixin.claim`, so log and store claims mix safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ...model import Claim
+from .. import rows
+from ..base import Delivered, OutboxEntry
+from ..sqlfile import load_blocks
+from .core import SQL, Conn, PgCore, fetch
+
+OUTBOX_SQL = load_blocks(__package__ + ".sql", "outbox.sql")
+
+
+async def _fetch(conn: Conn, name: str, params: dict[str, Any] | None = None) -> list[Any]:
+    async with conn.cursor() as cur:
+        await cur.execute(OUTBOX_SQL[name], params)
+        return await cur.fetchall() if cur.description is not None else []
+
+
+class OutboxMixin(PgCore):
+    async def enable_outbox(self) -> None:
+        async def enable(conn: Conn) -> None:
+            await conn.execute(SQL["migration_lock"])
+            [row] = await _fetch(conn, "outbox_enabled")
+            if row["enabled"]:
+                return
+            await conn.execute(OUTBOX_SQL["outbox_enable_insert"])
+            await conn.execute(OUTBOX_SQL["outbox_enable_update"])
+            await conn.execute(OUTBOX_SQL["outbox_backfill"])
+
+        await self._tx(enable)
+
+    async def claim_outbox(self, limit: int, lease_s: float) -> list[OutboxEntry]:
+        if limit <= 0:
+            return []
+
+        async def claim(conn: Conn) -> list[OutboxEntry]:
+            found = await _fetch(conn, "outbox_claim", {"limit": limit, "lease_s": lease_s})
+            if not found:
+                return []
+            details = {r["id"]: r for r in await _fetch(
+                conn, "outbox_details", {"ids": sorted({r["op_id"] for r in found})})}
+            entries = []
+            for row in sorted(found, key=lambda r: int(r["id"])):
+                op = details.get(row["op_id"])
+                headers = rows._json(op["headers"], {}) if op else {}
+                payload: dict[str, Any] = {}
+                if row["kind"] == "dead" and op is not None:
+                    payload = {"job_id": op["job_id"], "task": op["task"],
+                               "args": rows._json(op["args"], {}),
+                               "attempts": int(op["attempts"]),
+                               "error": rows._json(op["error"], None)}
+                entries.append(OutboxEntry(int(row["id"]), row["op_id"], row["queue"],
+                                           row["key"], row["kind"], headers, payload))
+            return entries
+
+        return await self._tx(claim)
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        if ids:
+            async def mark(conn: Conn) -> None:
+                await _fetch(conn, "outbox_published", {"ids": list(ids)})
+
+            await self._tx(mark)
+
+    async def outbox_backlog(self) -> dict[str, int]:
+        async def read(conn: Conn) -> dict[str, int]:
+            return {r["queue"]: int(r["due"]) for r in await _fetch(conn, "outbox_backlog")}
+
+        return await self._read(read)
+
+    async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
+                              park_s: float) -> Delivered:
+        if not op_ids:
+            return Delivered([], [])
+        ids = sorted(set(op_ids))
+
+        async def claim(conn: Conn) -> Delivered:
+            candidates = await _fetch(conn, "delivered_candidates", {"ids": ids})
+            found = []
+            if candidates:
+                found = await fetch(conn, "claim_update", {
+                    "seqs": [c["seq"] for c in candidates], "worker_id": worker_id,
+                    "lease_s": lease_s})
+            claimed = {str(r["id"]) for r in found}
+            rest = [i for i in ids if i not in claimed]
+            parked = [str(r["op_id"]) for r in await _fetch(
+                conn, "delivered_park", {"ids": rest, "park_s": park_s})] if rest else []
+            if found:
+                await conn.execute(SQL["mark_jobs_running"],
+                                   {"ids": sorted({str(r["job_id"]) for r in found})})
+            claims: list[Claim] = rows.claims_in_order(found)
+            return Delivered(claims, parked)
+
+        return await self._tx(claim)
+
+    async def reconcile_outbox(self, queue: str, older_than_s: float, limit: int) -> list[str]:
+        async def reconcile(conn: Conn) -> list[str]:
+            return [str(r["op_id"]) for r in await _fetch(conn, "outbox_reconcile", {
+                "queue": queue, "older_than_s": older_than_s, "limit": limit})]
+
+        return await self._tx(reconcile)

@@ -1,0 +1,96 @@
+-- Named statements of the outbox (Kafka tier). See 003_outbox.sql for the table and the
+-- triggers that fill it.
+
+-- name: outbox_enabled
+SELECT tgenabled <> 'D' AS enabled FROM pg_trigger
+WHERE tgrelid = 'operations'::regclass AND tgname = 'operations_outbox_insert';
+
+-- name: outbox_enable_insert
+ALTER TABLE operations ENABLE TRIGGER operations_outbox_insert;
+
+-- name: outbox_enable_update
+ALTER TABLE operations ENABLE TRIGGER operations_outbox_update;
+
+-- name: outbox_backfill
+-- Operations that were waiting before the outbox was enabled (a store-tier database
+-- switched to Kafka) get their row too.
+INSERT INTO outbox (op_id, queue, key, kind, due_at)
+SELECT o.id, o.queue, o.key, 'dispatch', o.run_at FROM operations o
+WHERE o.status IN ('scheduled', 'queued', 'retrying')
+  AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.op_id = o.id)
+ORDER BY o.seq;
+
+-- name: outbox_claim
+-- Due rows no other relay is publishing, in publication (id) order; claimed for
+-- lease_s. A relay killed mid-batch leaves them to be claimed again after the lease.
+WITH c AS MATERIALIZED (
+    SELECT id FROM outbox
+    WHERE due_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+UPDATE outbox b SET claimed_until = now() + make_interval(secs => %(lease_s)s)
+FROM c
+WHERE b.id = c.id
+RETURNING b.id, b.op_id, b.queue, b.key, b.kind;
+
+-- name: outbox_details
+-- What a published message carries besides the id: trace headers, and for dead letters
+-- the operation itself.
+SELECT id, job_id, task, args, attempts, error, headers, seq FROM operations
+WHERE id = ANY(%(ids)s::text[]);
+
+-- name: outbox_published
+DELETE FROM outbox WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: outbox_backlog
+SELECT queue, count(*) FILTER (WHERE due_at <= now()) AS due, count(*) AS total
+FROM outbox GROUP BY queue;
+
+-- name: delivered_candidates
+-- Step 1 of leasing operations delivered by the log: those waiting, due and first of
+-- their key (same rule as claim_candidates), then the key lock of each keyed one.
+WITH c AS MATERIALIZED (
+    SELECT o.seq, o.queue, o.key FROM operations o
+    WHERE o.id = ANY(%(ids)s::text[])
+      AND o.status IN ('scheduled', 'queued', 'retrying')
+      AND o.run_at <= now()
+      AND (o.key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM operations p
+            WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
+              AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
+              AND (p.status = 'running' OR p.seq < o.seq)))
+    FOR UPDATE OF o SKIP LOCKED)
+SELECT seq FROM c
+WHERE c.key IS NULL
+   OR pg_try_advisory_xact_lock(hashtextextended(c.queue || '/' || c.key, 0));
+
+-- name: delivered_park
+-- Delivered operations that are waiting and due but could not start (an earlier
+-- operation of their key is still open): they re-enter the log park_s after now, or
+-- after the latest run_at of the earlier ones still waiting (a retry's backoff), so the
+-- partition moves on meanwhile and a long backoff does not make them spin.
+INSERT INTO outbox (op_id, queue, key, kind, due_at)
+SELECT o.id, o.queue, o.key, 'dispatch',
+       greatest(now(), (SELECT max(p.run_at) FROM operations p
+                        WHERE p.queue = o.queue AND p.key = o.key AND p.seq < o.seq
+                          AND p.status IN ('scheduled', 'queued', 'retrying')))
+       + make_interval(secs => %(park_s)s)
+FROM operations o
+WHERE o.id = ANY(%(ids)s::text[])
+  AND o.status IN ('scheduled', 'queued', 'retrying') AND o.run_at <= now()
+RETURNING op_id;
+
+-- name: outbox_reconcile
+-- Operations of a queue waiting (and due) for longer than older_than_s without a row in
+-- the outbox: their message never reached a worker (a recreated topic, a lost mark).
+-- Called only for queues whose consumer group has no lag.
+INSERT INTO outbox (op_id, queue, key, kind, due_at)
+SELECT o.id, o.queue, o.key, 'dispatch', now() FROM operations o
+WHERE o.queue = %(queue)s
+  AND o.status IN ('scheduled', 'queued', 'retrying')
+  AND o.run_at <= now() - make_interval(secs => %(older_than_s)s)
+  AND NOT EXISTS (SELECT 1 FROM outbox b WHERE b.op_id = o.id AND b.kind = 'dispatch')
+ORDER BY o.seq
+LIMIT %(limit)s
+RETURNING op_id;

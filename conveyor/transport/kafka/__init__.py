@@ -1,0 +1,18 @@
+"""The Kafka tier's transport: PostgreSQL stays the source of truth; operations reach
+workers through one Kafka topic per queue, fed by the transactional outbox.
+
+Needs the ``kafka`` extra (``confluent-kafka``). Modules: :mod:`.messages` (message
+format), :mod:`.topics` (topic creation and checks), :mod:`.producer` (the relay's
+publisher), :mod:`.consumer` (group membership, buffering, commits), :mod:`.offsets`
+(pure offset bookkeeping), :mod:`.transport` (the transport port), :mod:`.lag`.
+"""
+
+from __future__ import annotations
+
+from .lag import KafkaLag, PartitionLag
+from .producer import KafkaPublisher
+from .topics import Topics
+from .transport import KafkaSettings, KafkaTransport
+
+__all__ = ["KafkaLag", "KafkaPublisher", "KafkaSettings", "KafkaTransport", "PartitionLag",
+           "Topics"]

@@ -1,0 +1,284 @@
+"""One queue's membership of its consumer group: a polling thread and the messages it
+buffered, in the order they may start.
+
+The thread polls all the time (also while every task is busy or slow), so the worker is
+never kicked out of the group for not polling; when the buffer is full it pauses its
+partitions instead of stopping to poll. It also commits offsets: per partition, the
+lowest offset whose outcome is not yet durable (see :mod:`.offsets`).
+
+Order: messages of one key stay in partition order: one of them is handed out at a time,
+the next only once the previous one finished (its outcome recorded, or found stale).
+Different keys start in parallel.
+
+Rebalance (cooperative-sticky): a revoked partition's buffered messages are dropped
+(the next owner reads them from the committed offset), the ones being run get up to
+``drain_s`` to finish, then the final offset is committed. Work still running after that
+is abandoned safely: its lease in the store stays fenced, the next owner finds its
+message stale (running elsewhere) and the outcome is recorded once, by whoever holds
+the lease. Lost partitions (the session expired) are dropped without a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .messages import decode
+from .offsets import OffsetTracker, TopicPartition
+
+log = logging.getLogger("conveyor.kafka")
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """One buffered message: the operation it points at and where it came from."""
+
+    op_id: str
+    key: str | None
+    tp: TopicPartition
+    offset: int
+    epoch: int
+    headers: dict[str, str]
+
+
+class QueueConsumer:
+    """The consumer of one queue's topic in the queue's group."""
+
+    def __init__(self, settings: dict[str, Any], topic: str, *, wake: Callable[[], None],
+                 max_buffer: int = 5000, drain_s: float = 10.0) -> None:
+        self.topic = topic
+        self._settings = settings
+        self._wake = wake
+        self._max_buffer = max_buffer
+        self._drain_s = drain_s
+        self._lock = threading.Lock()
+        self._tracker = OffsetTracker()
+        self._ready: collections.deque[Entry] = collections.deque()
+        self._held: dict[str, collections.deque[Entry]] = {}
+        self._busy: set[str] = set()
+        self._taken: set[Entry] = set()
+        self._buffered = 0
+        self._paused = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Any = None
+        self.assigned: set[TopicPartition] = set()
+        self.errors = 0
+
+    # thread side ----------------------------------------------------------------------
+    def start(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(self._settings)
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._thread = threading.Thread(target=self._run, name=f"kafka-{self.topic}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        last_error_log = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    messages = consumer.consume(500, 0.1)
+                except Exception as exc:  # a closed or failed consumer: keep trying
+                    log.warning("kafka consume failed: %s", exc)
+                    time.sleep(0.5)
+                    continue
+                try:
+                    good = []
+                    for message in messages:
+                        err = message.error()
+                        if err is None:
+                            good.append(message)
+                        elif time.monotonic() - last_error_log > 5.0:
+                            self.errors += 1
+                            last_error_log = time.monotonic()
+                            log.warning("kafka consumer of %s: %s", self.topic, err)
+                    if good:
+                        self._buffer(good)
+                        self._wake()
+                    self._flow_control()
+                    self._commit()
+                except Exception:  # keep the membership whatever happened; say so
+                    log.exception("kafka consumer of %s", self.topic)
+                    time.sleep(0.5)
+        finally:
+            try:
+                consumer.close()  # revokes (drains and commits) what is still assigned
+            except Exception as exc:
+                log.warning("closing the kafka consumer of %s: %s", self.topic, exc)
+
+    def _buffer(self, messages: list[Any]) -> None:
+        with self._lock:
+            for message in messages:
+                tp = (message.topic(), message.partition())
+                offset = message.offset()
+                epoch = self._tracker.add(tp, offset)
+                decoded = decode(message.key(), message.value(), message.headers())
+                if decoded is None:
+                    self._tracker.finish(tp, epoch, offset)
+                    continue
+                entry = Entry(decoded.op_id, decoded.key, tp, offset, epoch, decoded.headers)
+                self._buffered += 1
+                self._place(entry)
+
+    def _place(self, entry: Entry) -> None:
+        key = entry.key
+        if key is None:
+            self._ready.append(entry)
+        elif key in self._busy:
+            self._held.setdefault(key, collections.deque()).append(entry)
+        else:
+            self._busy.add(key)
+            self._ready.append(entry)
+
+    def _flow_control(self) -> None:
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        with self._lock:
+            buffered = self._buffered
+        try:
+            if not self._paused and buffered >= self._max_buffer:
+                self._consumer.pause(self._consumer.assignment())
+                self._paused = True
+            elif self._paused and buffered < self._max_buffer // 2:
+                self._consumer.resume([KafkaTP(t, p) for t, p in self.assigned])
+                self._paused = False
+        except Exception as exc:
+            log.debug("pause/resume: %s", exc)
+
+    def _commit(self, only: list[TopicPartition] | None = None) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        with self._lock:
+            offsets = self._tracker.to_commit()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=[KafkaTP(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
+        except KafkaException as exc:
+            log.debug("kafka commit failed (retried): %s", exc)
+            return
+        with self._lock:
+            self._tracker.committed(offsets)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        with self._lock:
+            for p in partitions:
+                tp = (p.topic, p.partition)
+                self._tracker.assign(tp)
+                self.assigned.add(tp)
+        log.info("kafka: assigned %s", _names(partitions))
+        if self._paused:
+            self._paused = False
+            try:
+                consumer.resume(consumer.assignment())
+            except Exception as exc:
+                log.debug("resume: %s", exc)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        with self._lock:
+            self._drop(tps)
+        deadline = time.monotonic() + self._drain_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                running = sum(1 for e in self._taken if e.tp in tps)
+            if not running:
+                break
+            time.sleep(0.02)
+        self._commit(only=tps)
+        with self._lock:
+            for tp in tps:
+                self._tracker.revoke(tp)
+                self.assigned.discard(tp)
+        log.info("kafka: revoked %s", _names(partitions))
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        with self._lock:
+            self._drop(tps)
+            for tp in tps:
+                self._tracker.revoke(tp)
+                self.assigned.discard(tp)
+        log.warning("kafka: lost %s (session expired)", _names(partitions))
+
+    def _drop(self, tps: list[TopicPartition]) -> None:
+        """Forget the buffered messages of ``tps`` (lock held); rebuild the key state."""
+        remaining = [e for e in self._ready if e.tp not in tps]
+        for queue in self._held.values():
+            remaining.extend(e for e in queue if e.tp not in tps)
+        self._buffered = len(remaining)
+        self._ready.clear()
+        self._held.clear()
+        self._busy = {e.key for e in self._taken if e.key is not None}
+        for entry in sorted(remaining, key=lambda e: (e.tp, e.offset)):
+            self._place(entry)
+
+    # event-loop side --------------------------------------------------------------------
+    def take(self, max_n: int) -> list[Entry]:
+        """Up to ``max_n`` buffered messages that may start now."""
+        with self._lock:
+            out: list[Entry] = []
+            while self._ready and len(out) < max_n:
+                entry = self._ready.popleft()
+                self._taken.add(entry)
+                out.append(entry)
+            self._buffered -= len(out)
+            return out
+
+    def untake(self, entries: list[Entry]) -> None:
+        """Put messages back at the front (their claim could not be attempted)."""
+        with self._lock:
+            for entry in reversed(entries):
+                if entry in self._taken:
+                    self._taken.discard(entry)
+                    self._ready.appendleft(entry)
+                    self._buffered += 1
+
+    def finish(self, entry: Entry) -> None:
+        """The message's outcome is durable, or it was stale: its offset may be
+        committed and the next message of its key may start."""
+        with self._lock:
+            if entry not in self._taken:
+                return
+            self._taken.discard(entry)
+            self._tracker.finish(entry.tp, entry.epoch, entry.offset)
+            key = entry.key
+            if key is not None:
+                waiting = self._held.get(key)
+                if waiting:
+                    self._ready.append(waiting.popleft())
+                    if not waiting:
+                        del self._held[key]
+                else:
+                    self._busy.discard(key)
+
+    def has_ready(self) -> bool:
+        with self._lock:
+            return bool(self._ready)
+
+    async def close(self) -> None:
+        """Leave the group, committing what is finished; work still taken then is
+        abandoned (the worker has finished or released everything it wanted to)."""
+        self._drain_s = 0.0
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 60.0)
+
+
+def _names(partitions: list[Any]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"

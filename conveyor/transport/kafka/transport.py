@@ -1,0 +1,179 @@
+"""The Kafka transport: operations reach workers through one topic per queue.
+
+* ``start`` makes sure the topics exist and joins each queue's consumer group (all
+  workers of a queue share one group; partitions are spread with cooperative-sticky
+  assignment).
+* ``receive`` leases the buffered messages' operations in the store
+  (:meth:`OutboxStore.claim_delivered`): the lease, its fencing token and the per-key
+  order check stay in PostgreSQL, so the recorded outcome is exactly-once whatever Kafka
+  redelivers. Stale messages (finished, running elsewhere, not due) are skipped; those
+  held back by an earlier open operation of their key are parked (re-published later
+  through the outbox), so a backoff never blocks a partition.
+* ``ack`` (called once outcomes are durable) lets the consumer commit offsets below the
+  lowest unfinished one of each partition, and starts the key's next message.
+
+Messages get to Kafka through the outbox and :class:`conveyor.relay.Relay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ...model import Claim
+from ...store.base import OutboxStore
+from .consumer import Entry, QueueConsumer
+from .messages import group_id
+from .topics import Topics
+
+log = logging.getLogger("conveyor.kafka")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """How to reach Kafka and shape its topics and groups (from :class:`Config`)."""
+
+    bootstrap: str
+    partitions: int = 12
+    topic_prefix: str = "conveyor."
+    session_timeout_s: float = 10.0
+    park_s: float = 0.5
+    """Delay before an operation held back by its key is delivered again."""
+    max_buffer: int = 5000
+    """Messages buffered per queue before its partitions are paused."""
+    drain_s: float = 10.0
+    """How long a revoked partition's running operations get to finish."""
+    replication_factor: int = -1
+    """For topics this process creates; -1 is the broker's default."""
+    max_poll_interval_s: float = 300.0
+    """Kafka's limit between polls; the consumer thread polls continuously, so slow tasks
+    never reach it."""
+
+    def consumer_settings(self, queue: str, client_id: str) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": group_id(self.topic_prefix, queue),
+            "client.id": client_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(self.session_timeout_s * 1000),
+            "heartbeat.interval.ms": max(100, int(self.session_timeout_s * 1000 / 5)),
+            "max.poll.interval.ms": int(self.max_poll_interval_s * 1000),
+            "reconnect.backoff.max.ms": 1000,
+            "fetch.wait.max.ms": 50,
+            "logger": logging.getLogger("conveyor.kafka.client"),  # not raw stderr lines
+        }
+
+
+class KafkaTransport:
+    """The :class:`~conveyor.transport.base.Transport` port on Kafka."""
+
+    def __init__(self, store: OutboxStore, settings: KafkaSettings,
+                 topics: Topics | None = None) -> None:
+        self._store = store
+        self.settings = settings
+        self.topics = topics or Topics(settings.bootstrap, settings.partitions,
+                                       settings.topic_prefix, settings.replication_factor)
+        self._consumers: list[QueueConsumer] = []
+        self._worker_id = ""
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next = 0
+
+    async def start(self, queues: Sequence[str], worker_id: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._worker_id = worker_id
+        await asyncio.to_thread(self.topics.ensure, list(queues))
+        for queue in queues:
+            consumer = QueueConsumer(
+                self.settings.consumer_settings(queue, worker_id), self.topics.topic(queue),
+                wake=self._wake_threadsafe, max_buffer=self.settings.max_buffer,
+                drain_s=self.settings.drain_s)
+            consumer.start()
+            self._consumers.append(consumer)
+
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _take(self, max_n: int) -> list[tuple[QueueConsumer, Entry]]:
+        taken: list[tuple[QueueConsumer, Entry]] = []
+        n = len(self._consumers)
+        for i in range(n):  # round robin over queues
+            consumer = self._consumers[(self._next + i) % n]
+            taken.extend((consumer, e) for e in consumer.take(max_n - len(taken)))
+            if len(taken) >= max_n:
+                break
+        self._next = (self._next + 1) % max(n, 1)
+        return taken
+
+    async def receive(self, max_n: int, lease_s: float, wait_s: float) -> list[Claim]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            self._wakeup.clear()
+            taken = self._take(max_n)
+            if taken:
+                claims = await self._claim(taken, lease_s)
+                if claims:
+                    return claims
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    async def _claim(self, taken: list[tuple[QueueConsumer, Entry]],
+                     lease_s: float) -> list[Claim]:
+        try:
+            delivered = await self._store.claim_delivered(
+                [e.op_id for _, e in taken], self._worker_id, lease_s, self.settings.park_s)
+        except BaseException:
+            by_consumer: dict[int, tuple[QueueConsumer, list[Entry]]] = {}
+            for consumer, entry in taken:
+                by_consumer.setdefault(id(consumer), (consumer, []))[1].append(entry)
+            for consumer, entries in by_consumer.values():
+                consumer.untake(entries)
+            raise
+        by_id = {c.op_id: c for c in delivered.claims}
+        claims = []
+        for consumer, entry in taken:
+            claim = by_id.pop(entry.op_id, None)
+            if claim is None:
+                consumer.finish(entry)  # stale, a duplicate, or parked (durably)
+                continue
+            headers = {**entry.headers, **claim.headers}
+            claims.append(dataclasses.replace(claim, delivery=(consumer, entry),
+                                              headers=headers))
+        return claims
+
+    async def ack(self, claims: Sequence[Claim]) -> None:
+        for claim in claims:
+            delivery = claim.delivery
+            if isinstance(delivery, tuple) and len(delivery) == 2:
+                consumer, entry = delivery
+                if isinstance(consumer, QueueConsumer) and isinstance(entry, Entry):
+                    consumer.finish(entry)
+        if any(c.has_ready() for c in self._consumers):
+            self._wakeup.set()
+
+    async def wake(self) -> None:
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        self._wakeup.set()
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(c.close() for c in consumers))
+
+    def assigned(self) -> list[tuple[str, int]]:
+        """Partitions this process holds now (for tests and diagnostics)."""
+        return sorted(tp for c in self._consumers for tp in c.assigned)

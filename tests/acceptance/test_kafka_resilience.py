@@ -1,0 +1,138 @@
+"""The Kafka tier keeps going when its parts die: the broker ``kill -9``-ed and restarted
+mid-run, and the relay ``kill -9``-ed mid-batch and restarted. Nothing acknowledged is
+lost, no outcome is recorded twice, per-key order holds."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.test_kafka_fleet import OPS_SQL, check_outcomes
+from tests.support.fleet import (
+    kafka_env,
+    migrate,
+    query,
+    start_api,
+    start_relay,
+    start_worker,
+    wait_workers,
+)
+from tests.support.kafka import bootstrap, broker, unique_prefix
+from tests.support.postgres import create_database, drop_database
+from tests.support.processes import ConveyorProcess, wait_until
+
+pytestmark = pytest.mark.slow
+
+OPS = 6_000
+KEYS = 60
+BATCH = 500
+
+
+def _submit(api: ConveyorProcess, acknowledged: list[str], errors: list[str]) -> None:
+    import httpx
+
+    per_key = OPS // KEYS
+    bodies = [{"task": "test.record", "key": f"k{k}", "args": {"n": n, "sleep_s": 0.002}}
+              for n in range(per_key) for k in range(KEYS)]
+    with httpx.Client(base_url=api.url, timeout=120) as client:
+        for i in range(0, len(bodies), BATCH):
+            answer = client.post("/v1/jobs/batch", json={"jobs": bodies[i:i + BATCH]})
+            if answer.status_code != 202:
+                errors.append(f"{answer.status_code} {answer.text[:300]}")
+                return
+            acknowledged.extend(answer.json()["ids"])
+
+
+def _run(tmp_path: Path, disrupt: Callable[[str, dict[str, ConveyorProcess],
+                                            dict[str, str]], None],
+         relay_env: dict[str, str] | None = None) -> None:
+    address = bootstrap()
+    url = create_database("conveyor_kafka_resilience")
+    record_log = tmp_path / "executions.log"
+    env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": "3",
+           "CONVEYOR_RESCUE_INTERVAL_S": "0.5", "CONVEYOR_RECONCILE_AFTER_S": "0",
+           **kafka_env(address, unique_prefix("res"), 6)}
+    procs: dict[str, ConveyorProcess] = {}
+    try:
+        done = migrate(url, tmp_path)
+        assert done.returncode == 0, done.stderr
+        procs["api"] = start_api(url, tmp_path, "api", env)
+        procs["relay"] = start_relay(url, tmp_path, "relay", {**env, **(relay_env or {})})
+        for i in range(2):
+            procs[f"worker-{i}"] = start_worker(url, tmp_path, f"worker-{i}", env)
+        wait_workers(procs["api"], {p.proc.pid for n, p in procs.items()
+                                    if n.startswith("worker") and p.proc})
+        acknowledged: list[str] = []
+        errors: list[str] = []
+        submitter = threading.Thread(target=_submit, args=(procs["api"], acknowledged, errors))
+        submitter.start()
+        disrupt(url, procs, env)
+        submitter.join(300)
+        assert errors == []
+        assert len(acknowledged) == OPS
+        wait_until(lambda: query(url, "SELECT count(*) FILTER (WHERE status = 'succeeded') "
+                                 "AS n FROM operations")[0]["n"] >= OPS, 300, 0.5)
+        ops = query(url, OPS_SQL)
+    finally:
+        for p in procs.values():
+            if p.proc is not None and p.proc.poll() is None:
+                p.stop()
+        drop_database(url)
+    executions = check_outcomes(ops, acknowledged, record_log, OPS // KEYS)
+    # No worker died: every operation ran exactly once, whatever Kafka redelivered.
+    assert max(executions.values()) == 1
+
+
+def _succeeded(url: str) -> int:
+    return int(query(url, "SELECT count(*) AS n FROM operations "
+                     "WHERE status = 'succeeded'")[0]["n"])
+
+
+def test_broker_killed_and_restarted_mid_run(tmp_path: Path) -> None:
+    address = bootstrap()
+    try:
+        managed = broker("address")
+    except RuntimeError:
+        managed = ""
+    if managed != address:
+        message = (f"the broker at {address} is not the one scripts/kafka.sh manages "
+                   f"(with this CONVEYOR_SERVICES_DIR): it cannot be killed and restarted")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+    def disrupt(url: str, procs: dict[str, ConveyorProcess], env: dict[str, str]) -> None:
+        wait_until(lambda: _succeeded(url) > OPS // 5, 120, 0.05)
+        broker("kill")
+        killed_at = _succeeded(url)
+        time.sleep(2.0)  # the tier runs without its broker for a while
+        restarted = broker("restart-after-kill")
+        assert restarted == env["CONVEYOR_KAFKA_BOOTSTRAP"]
+        assert killed_at < OPS, "the broker died before the run ended"
+
+    _run(tmp_path, disrupt)
+
+
+def test_relay_killed_mid_batch_and_restarted(tmp_path: Path) -> None:
+    def disrupt(url: str, procs: dict[str, ConveyorProcess], env: dict[str, str]) -> None:
+        def publishing() -> bool:
+            [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL) "
+                          "AS c, count(*) AS n FROM outbox")
+            return int(row["c"]) > 0 and _succeeded(url) > 0
+
+        wait_until(publishing, 120, 0.005)
+        procs["relay"].kill9()  # a batch was claimed: killed mid-batch
+        [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL) AS c "
+                      "FROM outbox")
+        assert int(row["c"]) > 0, "the relay died with a claimed batch not marked published"
+        time.sleep(1.0)
+        procs["relay"] = start_relay(url, Path(procs["relay"].log_path).parent, "relay-2",
+                                     {**env, "CONVEYOR_RELAY_LEASE_S": "2"})
+
+    _run(tmp_path, disrupt, relay_env={"CONVEYOR_RELAY_BATCH": "200",
+                                       "CONVEYOR_RELAY_LEASE_S": "2"})

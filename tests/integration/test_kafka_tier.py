@@ -1,0 +1,159 @@
+"""The Kafka tier end to end with real processes (``conveyor api --relay``, ``conveyor
+worker``), a real broker and PostgreSQL: lag in ``/v1/stats`` and ``/metrics``, dead
+letters on ``<topic>.dlq`` and replayable through the API, retries through the outbox."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.fleet import kafka_env, migrate, query, start_api, start_worker
+from tests.support.kafka import bootstrap, unique_prefix
+from tests.support.postgres import create_database, drop_database
+from tests.support.processes import ConveyorProcess, wait_until
+
+PARTITIONS = 3
+
+
+@pytest.fixture
+def tier(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    address = bootstrap()
+    url = create_database("conveyor_kafka_tier")
+    prefix = unique_prefix("tier")
+    env = {"RECORD_LOG": str(tmp_path / "executions.log"), "CONVEYOR_RELAY_IN_PROCESS": "1",
+           "CONVEYOR_RETRY_BASE_S": "0.2", "CONVEYOR_RETRY_CAP_S": "0.5",
+           **kafka_env(address, prefix, PARTITIONS)}
+    procs: list[ConveyorProcess] = []
+    try:
+        done = migrate(url, tmp_path)
+        assert done.returncode == 0, done.stderr
+        api = start_api(url, tmp_path, "api", env)
+        procs.append(api)
+        yield {"url": url, "api": api, "env": env, "prefix": prefix, "procs": procs,
+               "tmp": tmp_path, "bootstrap": address}
+    finally:
+        for p in procs:
+            if p.proc is not None and p.proc.poll() is None:
+                p.stop()
+        drop_database(url)
+
+
+def _submit(api: ConveyorProcess, bodies: list[dict[str, Any]]) -> list[str]:
+    answer = httpx.post(f"{api.url}/v1/jobs/batch", json={"jobs": bodies}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return list(answer.json()["ids"])
+
+
+def _stats(api: ConveyorProcess) -> dict[str, Any]:
+    answer = httpx.get(f"{api.url}/v1/stats", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def test_lag_per_partition_in_stats_and_metrics(tier: dict[str, Any]) -> None:
+    api, url = tier["api"], tier["url"]
+    _submit(api, [{"task": "test.record", "key": f"k{i % 7}", "args": {"n": i, "sleep_s": 0}}
+                  for i in range(30)])
+    wait_until(lambda: query(url, "SELECT count(*) AS n FROM outbox")[0]["n"] == 0, 30)
+
+    def lagging() -> dict[str, Any] | None:
+        transport = _stats(api)["transport"]
+        queue = transport["queues"].get("default")
+        return transport if queue and queue["lag"] == 30 else None
+
+    transport = wait_until(lagging, 30, 0.3)
+    assert transport["kind"] == "kafka"
+    assert transport["outbox_backlog"] == {"default": 0}
+    parts = transport["queues"]["default"]["partitions"]
+    assert sorted(p["partition"] for p in parts) == list(range(PARTITIONS))
+    assert all(p["committed"] is None for p in parts), "no worker has consumed yet"
+
+    text = httpx.get(f"{api.url}/metrics", timeout=30).text
+    lags = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+        r'^conveyor_consumer_lag\{partition="(\d+)",queue="default"\} (\S+)$', text, re.M)}
+    assert sorted(lags) == list(range(PARTITIONS)) and sum(lags.values()) == 30
+    assert re.search(r'^conveyor_outbox_backlog\{queue="default"\} 0\.0$', text, re.M)
+
+    tier["procs"].append(start_worker(url, tier["tmp"], "worker", tier["env"]))
+    wait_until(lambda: query(url, "SELECT count(*) AS n FROM operations WHERE status = "
+                             "'succeeded'")[0]["n"] == 30, 60)
+    wait_until(lambda: _stats(api)["transport"]["queues"]["default"]["lag"] == 0, 30, 0.3)
+
+
+def _dlq_messages(address: str, topic: str, want: int) -> list[dict[str, Any]]:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": address, "group.id": f"dlq-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    found: list[dict[str, Any]] = []
+    try:
+        def enough() -> bool:
+            for message in consumer.consume(100, 0.5):
+                if message.error() is None:
+                    found.append(json.loads(message.value()))
+            return len(found) >= want
+
+        wait_until(enough, 60, 0)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_dead_letters_on_the_dlq_topic_and_replayable(tier: dict[str, Any]) -> None:
+    api, url = tier["api"], tier["url"]
+    tier["procs"].append(start_worker(url, tier["tmp"], "worker", tier["env"]))
+    [job_id, ok_id] = _submit(api, [
+        {"task": "sys.fail", "args": {}, "max_attempts": 2},
+        {"task": "sys.fail", "args": {"times": 1}, "max_attempts": 3, "key": "k"}])
+
+    def status(jid: str) -> str:
+        return str(httpx.get(f"{api.url}/v1/jobs/{jid}", timeout=10).json()["status"])
+
+    wait_until(lambda: status(job_id) == "failed" and status(ok_id) == "succeeded", 60)
+    [op] = httpx.get(f"{api.url}/v1/jobs/{job_id}", timeout=10).json()["operations"]
+    assert op["attempts"] == 2, "the retry re-entered Kafka through the outbox"
+    dead = httpx.get(f"{api.url}/v1/dlq", timeout=10).json()
+    assert [o["id"] for o in dead["operations"]] == [op["id"]]
+
+    topic = f"{tier['prefix']}default.dlq"
+    [letter] = _dlq_messages(tier["bootstrap"], topic, 1)
+    assert letter["op_id"] == op["id"] and letter["kind"] == "dead"
+    assert letter["task"] == "sys.fail" and letter["attempts"] == 2
+    assert "attempt 2 fails" in letter["error"]["message"]
+
+    replayed = httpx.post(f"{api.url}/v1/dlq/replay", json={"ids": [op["id"]]}, timeout=10)
+    assert replayed.status_code == 200 and replayed.json()["count"] == 1
+    wait_until(lambda: status(job_id) == "failed", 60)
+    again = _dlq_messages(tier["bootstrap"], topic, 2)
+    assert [m["op_id"] for m in again] == [op["id"], op["id"]]
+
+
+def test_relay_process_serves_metrics(tier: dict[str, Any]) -> None:
+    """``conveyor relay --metrics-port`` exports the lag and backlog gauges."""
+    from tests.support.processes import free_port
+
+    port = free_port()
+    relay = ConveyorProcess(["relay", "--store", tier["url"], "--metrics-port", str(port)],
+                            tier["tmp"] / "relay.log", env=tier["env"])
+    tier["procs"].append(relay.start())
+    _submit(tier["api"], [{"task": "math.add", "args": {"a": 1, "b": 2}}])
+
+    def scraped() -> str | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        return text if "conveyor_consumer_lag{" in text else None
+
+    text = wait_until(scraped, 60, 0.5)
+    assert re.search(r'^conveyor_outbox_backlog\{queue="default"\} 0\.0$', text, re.M)
+    assert re.search(r'^conveyor_consumer_lag\{partition="\d",queue="default"\} 1\.0$', text,
+                     re.M)

@@ -1,0 +1,102 @@
+"""The relay's contract with the outbox: rows are marked published only after the
+publisher confirmed the whole batch; a failed batch stays for the next attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from conveyor.errors import TransportError
+from conveyor.relay import Relay
+from conveyor.store.base import Delivered, OutboxEntry
+
+
+class FakeOutbox:
+    """Just enough of :class:`OutboxStore` for the relay: claims with a lease."""
+
+    def __init__(self, n: int) -> None:
+        self.rows = {i: OutboxEntry(i, f"op{i}", "default", None, "dispatch")
+                     for i in range(1, n + 1)}
+        self.claimed: set[int] = set()
+
+    async def claim_outbox(self, limit: int, lease_s: float) -> list[OutboxEntry]:
+        free = [r for i, r in sorted(self.rows.items()) if i not in self.claimed][:limit]
+        self.claimed.update(r.id for r in free)
+        return free
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            self.rows.pop(i)
+            self.claimed.discard(i)
+
+    def expire_claims(self) -> None:
+        self.claimed.clear()
+
+    async def enable_outbox(self) -> None: ...
+    async def outbox_backlog(self) -> dict[str, int]:
+        return {"default": len(self.rows)}
+
+    async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
+                              park_s: float) -> Delivered:
+        return Delivered([], [])
+
+    async def reconcile_outbox(self, queue: str, older_than_s: float, limit: int) -> list[str]:
+        return []
+
+
+class FakePublisher:
+    def __init__(self, fail_batches: int = 0) -> None:
+        self.fail_batches = fail_batches
+        self.published: list[str] = []
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published.extend(e.op_id for e in entries[: len(entries) // 2])
+        if self.fail_batches:
+            self.fail_batches -= 1
+            raise TransportError("broker gone mid-batch")
+        self.published.extend(e.op_id for e in entries[len(entries) // 2:])
+
+    def close(self) -> None: ...
+
+
+async def test_batches_are_marked_only_after_publication() -> None:
+    outbox = FakeOutbox(5)
+    publisher = FakePublisher()
+    relay = Relay(outbox, publisher, batch=2)  # type: ignore[arg-type]
+    assert [await relay.run_once() for _ in range(4)] == [2, 2, 1, 0]
+    assert publisher.published == [f"op{i}" for i in range(1, 6)]
+    assert outbox.rows == {}
+
+
+async def test_a_failed_batch_is_published_again_after_its_lease() -> None:
+    outbox = FakeOutbox(4)
+    publisher = FakePublisher(fail_batches=1)
+    relay = Relay(outbox, publisher, batch=4)  # type: ignore[arg-type]
+    try:
+        await relay.run_once()
+        raise AssertionError("the failure must surface")
+    except TransportError:
+        pass
+    assert len(outbox.rows) == 4, "nothing marked"
+    assert await relay.run_once() == 0, "still claimed by the failed attempt"
+    outbox.expire_claims()
+    assert await relay.run_once() == 4
+    assert outbox.rows == {}
+    assert publisher.published == ["op1", "op2", "op1", "op2", "op3", "op4"]  # duplicates
+
+
+async def test_run_survives_failures_and_stops_when_asked() -> None:
+    outbox = FakeOutbox(3)
+    publisher = FakePublisher(fail_batches=1)
+    relay = Relay(outbox, publisher, batch=10, poll_s=0.01)  # type: ignore[arg-type]
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    await asyncio.sleep(0.05)
+    outbox.expire_claims()
+    for _ in range(200):
+        if not outbox.rows:
+            break
+        await asyncio.sleep(0.02)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    assert outbox.rows == {}
