@@ -36,7 +36,6 @@ from ...model import (
     OpFilter,
     OpStatus,
     Outcome,
-    OutcomeKind,
     QueueStats,
     Submitted,
     TaskInfo,
@@ -50,12 +49,6 @@ T = TypeVar("T")
 _SQL = load_blocks(__name__ + ".sql", "queries.sql")
 _MIGRATIONS = migrations(__name__ + ".sql")
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
-_COMPLETE = {
-    OutcomeKind.SUCCEEDED: _SQL["complete_succeeded"],
-    OutcomeKind.RETRY: _SQL["complete_retry"],
-    OutcomeKind.DEAD: _SQL["complete_dead"],
-    OutcomeKind.CANCELLED: _SQL["complete_cancelled"],
-}
 
 
 def _dumps(value: Any) -> str:
@@ -427,24 +420,24 @@ class SQLiteStore:
         return await self._write(extend)
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """One fenced statement for the whole batch (see ``complete_many`` in queries.sql),
+        then one job-status refresh for the jobs it touched."""
+        batch = _dumps([
+            [out.op_id, out.lease_token, out.kind.value, _dumps(out.result),
+             _dumps(out.error.to_json()) if out.error else None, out.retry_in_s]
+            for out in outcomes
+        ])
+
         def complete(conn: sqlite3.Connection) -> list[bool]:
-            now = self._clock()
+            found = conn.execute(
+                _SQL["complete_many"], {"batch": batch, "now": self._clock()}
+            ).fetchall()
+            self._refresh_jobs(conn, {r[1] for r in found})
+            done = {r[0] for r in found}
             accepted: list[bool] = []
-            touched: set[str] = set()
-            for out in outcomes:
-                row = conn.execute(
-                    _COMPLETE[out.kind],
-                    {
-                        "op_id": out.op_id, "lease_token": out.lease_token, "now": now,
-                        "result": _dumps(out.result),
-                        "error": _dumps(out.error.to_json()) if out.error else None,
-                        "retry_in_s": out.retry_in_s,
-                    },
-                ).fetchone()
-                accepted.append(row is not None)
-                if row is not None:
-                    touched.add(row["job_id"])
-            self._refresh_jobs(conn, touched)
+            for out in outcomes:  # an op listed twice is recorded once: the first counts
+                accepted.append(out.op_id in done)
+                done.discard(out.op_id)
             return accepted
 
         return await self._write(complete)
