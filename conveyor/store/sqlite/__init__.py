@@ -379,29 +379,32 @@ class SQLiteStore:
     async def claim(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float
     ) -> list[Claim]:
-        def claim(conn: sqlite3.Connection) -> list[Claim]:
-            claims: list[Claim] = []
+        def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            found: list[sqlite3.Row] = []
             for queue in queues:  # one indexed walk per queue, in the worker's queue order
-                remaining = limit - len(claims)
+                remaining = limit - len(found)
                 if remaining <= 0:
                     break
                 params = {"queue": queue, "worker_id": worker_id, "lease_s": lease_s,
                           "limit": remaining}
-                claims.extend(self._claim(conn, _SQL["claim"], params))
-            return claims
+                found.extend(self._claim(conn, _SQL["claim"], params))
+            return found
 
-        return await self._write(claim)
+        # Rows become Claims here, on the caller's thread: the writer thread, which every
+        # write of the process waits for, only runs SQL.
+        return rows.claims_in_order(await self._write(claim))
 
     async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
         params = {"ids": _dumps(list(op_ids)), "worker_id": worker_id, "lease_s": lease_s}
-        return await self._write(self._claim, _SQL["claim_ids"], params)
+        return rows.claims_in_order(await self._write(self._claim, _SQL["claim_ids"], params))
 
-    def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Claim]:
+    def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]
+               ) -> list[sqlite3.Row]:
         found = conn.execute(sql, {**params, "now": self._clock()}).fetchall()
         if found:
             conn.execute(_SQL["mark_jobs_running"],
                          {"ids": _dumps(sorted({r["job_id"] for r in found}))})
-        return rows.claims_in_order(found)
+        return found
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[LeaseState]:
         def extend(conn: sqlite3.Connection) -> list[LeaseState]:
