@@ -128,12 +128,19 @@ class ProcessPool:
             if not done.done():
                 done.set_result(None)
 
+        def expired() -> None:
+            if not done.done():
+                done.set_exception(TimeoutError())
+
+        # One future woken by the pipe or by a timer: no extra task per call, as
+        # asyncio.wait_for would create.
+        timer = loop.call_later(timeout_s, expired) if timeout_s is not None else None
         loop.add_reader(fd, readable)
         healthy = False
         try:
             child.conn.send((name, args, ctx))
             try:
-                await asyncio.wait_for(asyncio.shield(done), timeout_s)
+                await done
             except TimeoutError:
                 raise TaskTimeout(f"{name} ran past its timeout of {timeout_s:g} s") from None
             try:
@@ -145,6 +152,8 @@ class ProcessPool:
                 ))) from None
             healthy = True
         finally:
+            if timer is not None:
+                timer.cancel()
             loop.remove_reader(fd)
             if healthy:
                 self._idle.put_nowait(child)
