@@ -145,6 +145,11 @@ class ProcessPool:
             self._adopt(child)
 
     @property
+    def saturated(self) -> bool:
+        """Calls are waiting for a child: the pool, not the worker, sets the pace."""
+        return bool(self._pending)
+
+    @property
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._children if c.process.pid is not None]
 

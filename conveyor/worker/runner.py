@@ -45,6 +45,11 @@ from .pool import PoolTaskError, ProcessPool
 
 log = logging.getLogger("conveyor.worker")
 
+OUTCOME_LINGER_S = 0.02
+"""While the process pool is saturated, outcomes wait up to this long to share a write."""
+OUTCOME_LINGER_BATCH = 32
+"""...unless this many are already waiting."""
+
 
 @dataclass
 class _InFlight:
@@ -363,6 +368,13 @@ class Worker:
         being written goes in the next one. Writes are retried until the store answers."""
         while True:
             await self._outcomes_ready.wait()
+            if (self.pool is not None and self.pool.saturated
+                    and len(self._outcomes) < OUTCOME_LINGER_BATCH
+                    and not self._stopping.is_set()):
+                # The pool sets the pace and outcomes trickle in one by one: gather a few
+                # per transaction instead of paying a commit for each (the worker's CPU
+                # would come out of the pool's). Bounded delay, only in this state.
+                await asyncio.sleep(OUTCOME_LINGER_S)
             self._outcomes_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:
