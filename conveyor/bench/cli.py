@@ -30,10 +30,13 @@ from rich.progress import (
 
 from .ceilings import CEILINGS, run_ceilings
 from .http import LoadError, loopback_target
+from .memory import EXTRA_WORKLOADS
 from .procstat import Sampler
 from .report import ceilings_table, new_report, results_table
 from .tiers import EmbeddedTier, ExternalTarget, KafkaTier, PostgresTier, Target, TierError
 from .workloads import WORKLOADS, Bench, BenchTimeout, Options, Phase
+
+SELECTABLE = {**WORKLOADS, **EXTRA_WORKLOADS}
 
 bench_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="Benchmark a Conveyor server: drain, closed/open loop, batch "
@@ -115,7 +118,7 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
     try:
         for name in names:
             try:
-                report["results"][name] = await WORKLOADS[name](bench)
+                report["results"][name] = await SELECTABLE[name](bench)
             except (BenchTimeout, LoadError, TierError, OSError) as exc:
                 ok = False
                 report["results"][name] = {"workload": name, "title": name.upper(),
@@ -133,10 +136,11 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
     return ok
 
 
-def _parse_list(value: str, known: dict[str, Any] | tuple[str, ...], what: str) -> list[str]:
+def _parse_list(value: str, known: dict[str, Any] | tuple[str, ...], what: str,
+                everything: dict[str, Any] | tuple[str, ...] | None = None) -> list[str]:
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
     if names == ["all"]:
-        return list(known)
+        return list(known if everything is None else everything)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise typer.BadParameter(f"unknown {what} {', '.join(unknown)} "
@@ -156,7 +160,8 @@ def bench(
         "--store", help="Store URL for --tier postgres|kafka (postgresql://...)")] = None,
     kafka_bootstrap: Annotated[str | None, typer.Option("--kafka-bootstrap")] = None,
     workloads: Annotated[str, typer.Option(
-        "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4 (or all)")] = "all",
+        "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4,b5 (all: b1 to b4; "
+                                  "b5, the long memory run, only when named)")] = "all",
     ceilings: Annotated[str, typer.Option(
         "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,store,pool "
                            "(or all, or none)")] = "none",
@@ -184,6 +189,12 @@ def bench(
     cpu_ops: Annotated[int, typer.Option("--cpu-ops", min=1, help="B4: operations")] = 1000,
     cpu_ms: Annotated[float, typer.Option("--cpu-ms", min=0.1, help="B4: ms of CPU each")
                       ] = 10.0,
+    mem_ops: Annotated[int, typer.Option(
+        "--mem-ops", min=1, help="B5: operations streamed while the worker's RSS is "
+                                 "sampled")] = 1_000_000,
+    mem_backlog: Annotated[int, typer.Option(
+        "--mem-backlog", min=1, help="B5: keep at most this many operations unfinished")
+    ] = 20_000,
     processes: Annotated[int, typer.Option(
         "--processes", min=1, help="Server's process pool size (and B4's ideal)")
     ] = os.cpu_count() or 1,
@@ -210,7 +221,7 @@ def bench(
                      ] = False,
 ) -> None:
     """Measure throughput, latency and CPU cost of a Conveyor server."""
-    names = _parse_list(workloads, WORKLOADS, "workload")
+    names = _parse_list(workloads, SELECTABLE, "workload", everything=WORKLOADS)
     ceiling_names = [] if ceilings.strip().lower() == "none" else _parse_list(
         ceilings, CEILINGS, "ceiling")
     if sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
@@ -220,7 +231,8 @@ def bench(
         b2_connections=connections, b2_duration_s=duration_s, b2_warmup_s=warmup_s,
         b2_requests=requests, b2b_ops=batch_ops, b2b_batch=batch_size,
         b2b_connections=batch_connections, b3_rate_per_s=rate,
-        b3_duration_s=rate_duration_s, b4_ops=cpu_ops, b4_ms=cpu_ms, deadline_s=deadline_s,
+        b3_duration_s=rate_duration_s, b4_ops=cpu_ops, b4_ms=cpu_ms, mem_ops=mem_ops,
+        mem_backlog=mem_backlog, deadline_s=deadline_s,
     )
     with contextlib.ExitStack() as stack:
         if workdir is None:

@@ -105,6 +105,16 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
         return (f"{result['efficiency'] * 100:.1f} % efficient",
                 f"{_fmt(result['ops_per_s'], 1)} ops/s of {_fmt(result['ideal_ops_per_s'])} "
                 f"ideal ({result['processes']} processes x {result['args']['ms']:g} ms)")
+    if w == "b5":
+        rss = result.get("worker_rss", {})
+        if rss.get("growth_pct") is None:
+            return "-", "too few samples after the warm-up"
+        return (f"RSS {rss['growth_pct']:+.1f} % after warm-up",
+                f"worker {rss['warm_mib']:.1f} -> max {rss['max_mib']:.1f} / end "
+                f"{rss['end_mib']:.1f} MiB over {_fmt(result['ops'])} ops at "
+                f"{_fmt(result['ops_per_s'])} ops/s ("
+                + ("flat" if result.get("flat") else "[red]not flat[/]")
+                + f", limit {result['flat_pct']:g} %)")
     return "", ""
 
 

@@ -81,6 +81,13 @@ class Options:
     b3_sample: int = 5000
     b4_ops: int = 1000
     b4_ms: float = 10.0
+    mem_ops: int = 1_000_000
+    """B5: operations streamed through the workers while their RSS is sampled."""
+    mem_backlog: int = 20_000
+    """B5: submitted but unfinished operations are kept below this."""
+    mem_poll_s: float = 1.0
+    mem_warmup_fraction: float = 0.1
+    mem_flat_pct: float = 10.0
     deadline_s: float = 300.0
     """Every workload gives up (and says so) after this long."""
     poll_s: float = 0.05

@@ -25,6 +25,8 @@ Row = Any
 def _json(value: Any, default: Any = None) -> Any:
     if value is None:
         return default
+    if value == "{}":  # the common empty args and headers: no parser call
+        return {}
     if isinstance(value, (str, bytes, bytearray)):
         return json.loads(value)
     return value  # already decoded by the driver (e.g. PostgreSQL jsonb)

@@ -9,6 +9,10 @@ Guarantees, with the store's fencing:
 * ``def`` tasks run on the process pool and are killed at ``timeout_s``; ``async def``
   tasks run on the event loop and are cancelled at ``timeout_s``. Either way the attempt
   fails with ``TaskTimeout`` and follows the retry policy.
+* At most ``concurrency`` attempts run at once. An attempt that has finished no longer
+  counts while its outcome is being written, so the next claim overlaps that write (the
+  store merges both into one transaction); at most ``concurrency`` more leases are held
+  by finished attempts awaiting their record.
 * On stop, no new work is taken; in-flight operations get ``shutdown_grace_s`` to finish,
   the rest are interrupted and their leases released, so they run again at once elsewhere.
 """
@@ -41,12 +45,17 @@ from .pool import PoolTaskError, ProcessPool
 
 log = logging.getLogger("conveyor.worker")
 
+OUTCOME_LINGER_S = 0.02
+"""While the process pool is saturated, outcomes wait up to this long to share a write."""
+OUTCOME_LINGER_BATCH = 32
+"""...unless this many are already waiting."""
+
 
 @dataclass
 class _InFlight:
     claim: Claim
     task: asyncio.Task[None] | None = None
-    interrupt: str | None = None  # "cancelled" | "lost" | "shutdown"
+    interrupt: str | None = None  # "cancelled" | "lost" | "shutdown" | "timeout"
     started_s: float = field(default_factory=time.monotonic)
 
 
@@ -90,6 +99,7 @@ class Worker:
         self.tracing = tracing or Tracing()
         self.pool: ProcessPool | None = None
         self._inflight: dict[str, _InFlight] = {}
+        self._running = 0  # attempts started and not finished (outcome not yet known)
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[Outcome, Claim]] = []
@@ -178,11 +188,20 @@ class Worker:
                 delay_s = min(delay_s * 2, 5.0)
 
     # receiving -------------------------------------------------------------------------
+    def _free(self) -> int:
+        """Attempts this worker may start now: ``concurrency`` running at most, and at most
+        ``2 * concurrency`` leases held (running plus finished awaiting their record)."""
+        c = self.config.concurrency
+        return min(c - self._running, 2 * c - len(self._inflight))
+
     async def _receive_loop(self) -> None:
         backoff_s = 0.2
+        # Refill in chunks: claiming one operation per finished one costs a transaction
+        # each; a quarter of the concurrency keeps every slot busy with far fewer claims.
+        refill = max(1, min(self.config.concurrency, self.config.claim_batch) // 4)
         while not self._stopping.is_set():
-            free = self.config.concurrency - len(self._inflight)
-            if free <= 0:
+            free = self._free()
+            if free < refill and (free <= 0 or self._running > 0):
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
@@ -196,17 +215,27 @@ class Worker:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
-            now_s = time.time()
-            for claim in claims:
-                entry = _InFlight(claim)
-                self._inflight[claim.op_id] = entry
-                entry.task = asyncio.create_task(self._attempt(entry))
-                m = self.metrics.for_task(claim.queue, claim.task)
-                m.started.inc()
-                m.in_flight.inc()
-                if claim.attempt == 1:
-                    m.start_latency.observe(max(0.0, now_s - claim.created_at))
-            self.counters.started += len(claims)
+            if claims:
+                self._start(claims)
+
+    def _start(self, claims: list[Claim]) -> None:
+        now_s = time.time()
+        per_task: dict[tuple[str, str], int] = {}
+        for claim in claims:
+            entry = _InFlight(claim)
+            self._inflight[claim.op_id] = entry
+            entry.task = asyncio.create_task(self._attempt(entry))
+            k = (claim.queue, claim.task)
+            per_task[k] = per_task.get(k, 0) + 1
+            if claim.attempt == 1:
+                self.metrics.for_task(*k).start_latency.observe(
+                    max(0.0, now_s - claim.created_at))
+        for (queue, task), n in per_task.items():
+            m = self.metrics.for_task(queue, task)
+            m.started.inc(n)
+            m.in_flight.inc(n)
+        self._running += len(claims)
+        self.counters.started += len(claims)
 
     async def _drain(self) -> None:
         """Shutdown: let in-flight work finish within the grace period, release the rest."""
@@ -235,14 +264,25 @@ class Worker:
     # running one attempt ---------------------------------------------------------------
     async def _attempt(self, entry: _InFlight) -> None:
         claim = entry.claim
-        with log_context(job_id=claim.job_id, op_id=claim.op_id, attempt=claim.attempt,
-                         task=claim.task, worker_id=self.id, trace_id=trace_id_of(claim)), \
-                self.tracing.attempt(claim, self.id) as span:
-            outcome = await self._run_attempt(entry)
-            if outcome is not None:
-                self.tracing.record_outcome(span, outcome.kind.value,
-                                            outcome.error.type if outcome.error else None)
-                self._record(outcome, claim)
+        try:
+            with log_context(job_id=claim.job_id, op_id=claim.op_id, attempt=claim.attempt,
+                             task=claim.task, worker_id=self.id,
+                             trace_id=trace_id_of(claim)):
+                if not self.tracing.enabled:
+                    outcome = await self._run_attempt(entry)
+                    if outcome is not None:
+                        self._record(outcome, claim)
+                    return
+                with self.tracing.attempt(claim, self.id) as span:
+                    outcome = await self._run_attempt(entry)
+                    if outcome is not None:
+                        self.tracing.record_outcome(
+                            span, outcome.kind.value,
+                            outcome.error.type if outcome.error else None)
+                        self._record(outcome, claim)
+        finally:
+            self._running -= 1
+            self._capacity.set()
 
     async def _run_attempt(self, entry: _InFlight) -> Outcome | None:
         """The attempt's outcome, or None when it was interrupted without one (lost lease,
@@ -278,12 +318,28 @@ class Worker:
         kwargs = dict(claim.args)
         if spec.context_param:
             kwargs[spec.context_param] = ctx
+        if claim.timeout_s is None:
+            return await spec.fn(**kwargs)
+        # A timer that cancels this task, rather than asyncio.wait_for (which wraps the
+        # call in one more task): the same hard timeout at a fraction of the cost.
+        task = asyncio.current_task()
+        entry = self._inflight.get(claim.op_id)
+        timer = asyncio.get_running_loop().call_later(
+            claim.timeout_s, self._interrupt, entry, "timeout") if entry else None
         try:
-            return await asyncio.wait_for(spec.fn(**kwargs), claim.timeout_s)
-        except TimeoutError:
+            return await spec.fn(**kwargs)
+        except asyncio.CancelledError:
+            if entry is None or entry.interrupt != "timeout":
+                raise
+            entry.interrupt = None
+            if task is not None:
+                task.uncancel()
             raise TaskTimeout(
                 f"{spec.name} ran past its timeout of {claim.timeout_s:g} s"
             ) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _failed(self, claim: Claim, failure: Failure) -> Outcome:
         decision = self.policy.decide(failure, claim.attempt, claim.max_attempts)
@@ -312,6 +368,13 @@ class Worker:
         being written goes in the next one. Writes are retried until the store answers."""
         while True:
             await self._outcomes_ready.wait()
+            if (self.pool is not None and self.pool.saturated
+                    and len(self._outcomes) < OUTCOME_LINGER_BATCH
+                    and not self._stopping.is_set()):
+                # The pool sets the pace and outcomes trickle in one by one: gather a few
+                # per transaction instead of paying a commit for each (the worker's CPU
+                # would come out of the pool's). Bounded delay, only in this state.
+                await asyncio.sleep(OUTCOME_LINGER_S)
             self._outcomes_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:
@@ -329,32 +392,42 @@ class Worker:
                 log.warning("cannot record %d outcomes (%s); retrying", len(batch), exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
+        now_s = time.monotonic()
+        finished: dict[tuple[str, str, str], int] = {}
         for (outcome, claim), ok in zip(batch, accepted, strict=True):
-            self._count(outcome, claim, ok)
-            self._finish(claim.op_id)
+            entry = self._inflight.pop(claim.op_id, None)
+            if not ok:
+                self.counters.fenced_out += 1
+                m = self.metrics.for_task(claim.queue, claim.task)
+                m.fenced.inc()
+                m.in_flight.dec()
+            else:
+                k = (claim.queue, claim.task, outcome.kind.value)
+                finished[k] = finished.get(k, 0) + 1
+                if entry is not None:
+                    self.metrics.for_task(claim.queue, claim.task).duration.observe(
+                        now_s - entry.started_s)
+        self._count(finished)
+        self._capacity.set()
         await self.transport.ack([c for _, c in batch])
         await self.transport.wake()  # finished keys may have unblocked their successors
 
-    def _count(self, outcome: Outcome, claim: Claim, accepted: bool) -> None:
-        if not accepted:
-            self.counters.fenced_out += 1
-            self.metrics.for_task(claim.queue, claim.task).fenced.inc()
-            return
-        name = outcome.kind.value
-        m = self.metrics.for_task(claim.queue, claim.task)
-        m.finished[name].inc()
-        entry = self._inflight.get(claim.op_id)
-        if entry is not None:
-            m.duration.observe(time.monotonic() - entry.started_s)
-        self.counters.by_outcome[name] = self.counters.by_outcome.get(name, 0) + 1
-        if name == "succeeded":
-            self.counters.succeeded += 1
-        elif name == "retry":
-            self.counters.retried += 1
-        elif name == "dead":
-            self.counters.dead += 1
-        else:
-            self.counters.cancelled += 1
+    def _count(self, finished: dict[tuple[str, str, str], int]) -> None:
+        """Counters and metrics of recorded outcomes, per (queue, task, outcome)."""
+        c = self.counters
+        for (queue, task, name), n in finished.items():
+            m = self.metrics.for_task(queue, task)
+            m.finished[name].inc(n)
+            m.in_flight.dec(n)
+            c.by_outcome[name] = c.by_outcome.get(name, 0) + n
+            if name == "succeeded":
+                c.succeeded += n
+            elif name == "retry":
+                c.retried += n
+            elif name == "dead":
+                c.dead += n
+            else:
+                c.cancelled += n
 
     # heartbeats ------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,18 @@ def test_timeout_kills_the_attempt_and_retries(url: str) -> None:
     op = done["operations"][0]
     assert op["status"] == "dead" and op["attempts"] == 2
     assert op["error"]["type"] == "TaskTimeout"
+
+
+def test_timeout_cancels_an_async_attempt(url: str) -> None:
+    with Client(url) as client:
+        started = time.monotonic()
+        job = client.submit("sys.sleep", {"seconds": 30}, timeout_s=0.3, max_attempts=1)
+        done = client.wait(job["id"], timeout_s=20)
+    op = done["operations"][0]
+    assert op["status"] == "dead" and op["attempts"] == 1
+    assert op["error"]["type"] == "TaskTimeout"
+    assert "timeout of 0.3 s" in op["error"]["message"]
+    assert time.monotonic() - started < 15
 
 
 def test_dlq_filters_and_replay_rules(url: str) -> None:

@@ -53,3 +53,40 @@ def test_bench_b1_and_b2_on_embedded(tmp_path: Path) -> None:
     assert lat["count"] == N_REQUESTS
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert b2["cpu"]["server"]["us_per_op"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_b5_samples_the_worker_rss(tmp_path: Path) -> None:
+    """B5 streams operations through a running worker with a bounded backlog and reports
+    the worker's RSS against the operations finished; ``all`` leaves it out."""
+    out = tmp_path / "bench.json"
+    n_ops = 6000
+    cmd = [
+        sys.executable, "-m", "conveyor.cli", "bench",
+        "--tier", "embedded", "--workloads", "b5", "--mem-ops", str(n_ops),
+        "--mem-backlog", "2000", "--batch-size", "500", "--processes", "1",
+        "--deadline", "80", "--workdir", str(tmp_path / "work"), "--out", str(out), "--quiet",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    b5 = json.loads(out.read_text())["results"]["b5"]
+    assert "error" not in b5, b5
+    assert b5["ops"] >= n_ops
+    assert b5["outcomes"] == {"succeeded": b5["ops"]}
+    assert b5["samples"] and all(rss > 10 for _, rss in b5["samples"])
+    done_counts = [n for n, _ in b5["samples"]]
+    assert done_counts == sorted(done_counts) and done_counts[-1] >= n_ops
+    rss = b5["worker_rss"]
+    assert rss["warmup_ops"] == n_ops // 10
+    if rss["samples_after_warmup"] >= 2:
+        assert 0 < rss["warm_mib"] <= rss["max_mib"]
+        assert b5["flat"] == (rss["growth_pct"] <= b5["flat_pct"])
+
+
+def test_bench_all_leaves_out_b5() -> None:
+    from conveyor.bench.cli import SELECTABLE, _parse_list
+    from conveyor.bench.workloads import WORKLOADS
+
+    assert _parse_list("all", SELECTABLE, "workload", everything=WORKLOADS) == list(WORKLOADS)
+    assert "b5" not in WORKLOADS
+    assert _parse_list("b1,b5", SELECTABLE, "workload") == ["b1", "b5"]

@@ -37,7 +37,6 @@ from ...model import (
     OpFilter,
     OpStatus,
     Outcome,
-    OutcomeKind,
     QueueStats,
     Submitted,
     TaskInfo,
@@ -52,12 +51,6 @@ _SQL = load_blocks(__name__ + ".sql", "queries.sql")
 _KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
 _MIGRATIONS = migrations(__name__ + ".sql")
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
-_COMPLETE = {
-    OutcomeKind.SUCCEEDED: _SQL["complete_succeeded"],
-    OutcomeKind.RETRY: _SQL["complete_retry"],
-    OutcomeKind.DEAD: _SQL["complete_dead"],
-    OutcomeKind.CANCELLED: _SQL["complete_cancelled"],
-}
 
 
 def _dumps(value: Any) -> str:
@@ -388,29 +381,32 @@ class SQLiteStore:
     async def claim(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float
     ) -> list[Claim]:
-        def claim(conn: sqlite3.Connection) -> list[Claim]:
-            claims: list[Claim] = []
+        def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            found: list[sqlite3.Row] = []
             for queue in queues:  # one indexed walk per queue, in the worker's queue order
-                remaining = limit - len(claims)
+                remaining = limit - len(found)
                 if remaining <= 0:
                     break
                 params = {"queue": queue, "worker_id": worker_id, "lease_s": lease_s,
                           "limit": remaining}
-                claims.extend(self._claim(conn, _SQL["claim"], params))
-            return claims
+                found.extend(self._claim(conn, _SQL["claim"], params))
+            return found
 
-        return await self._write(claim)
+        # Rows become Claims here, on the caller's thread: the writer thread, which every
+        # write of the process waits for, only runs SQL.
+        return rows.claims_in_order(await self._write(claim))
 
     async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
         params = {"ids": _dumps(list(op_ids)), "worker_id": worker_id, "lease_s": lease_s}
-        return await self._write(self._claim, _SQL["claim_ids"], params)
+        return rows.claims_in_order(await self._write(self._claim, _SQL["claim_ids"], params))
 
-    def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Claim]:
+    def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]
+               ) -> list[sqlite3.Row]:
         found = conn.execute(sql, {**params, "now": self._clock()}).fetchall()
         if found:
             conn.execute(_SQL["mark_jobs_running"],
                          {"ids": _dumps(sorted({r["job_id"] for r in found}))})
-        return rows.claims_in_order(found)
+        return found
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[LeaseState]:
         def extend(conn: sqlite3.Connection) -> list[LeaseState]:
@@ -429,24 +425,24 @@ class SQLiteStore:
         return await self._write(extend)
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """One fenced statement for the whole batch (see ``complete_many`` in queries.sql),
+        then one job-status refresh for the jobs it touched."""
+        batch = _dumps([
+            [out.op_id, out.lease_token, out.kind.value, _dumps(out.result),
+             _dumps(out.error.to_json()) if out.error else None, out.retry_in_s]
+            for out in outcomes
+        ])
+
         def complete(conn: sqlite3.Connection) -> list[bool]:
-            now = self._clock()
+            found = conn.execute(
+                _SQL["complete_many"], {"batch": batch, "now": self._clock()}
+            ).fetchall()
+            self._refresh_jobs(conn, {r[1] for r in found})
+            done = {r[0] for r in found}
             accepted: list[bool] = []
-            touched: set[str] = set()
-            for out in outcomes:
-                row = conn.execute(
-                    _COMPLETE[out.kind],
-                    {
-                        "op_id": out.op_id, "lease_token": out.lease_token, "now": now,
-                        "result": _dumps(out.result),
-                        "error": _dumps(out.error.to_json()) if out.error else None,
-                        "retry_in_s": out.retry_in_s,
-                    },
-                ).fetchone()
-                accepted.append(row is not None)
-                if row is not None:
-                    touched.add(row["job_id"])
-            self._refresh_jobs(conn, touched)
+            for out in outcomes:  # an op listed twice is recorded once: the first counts
+                accepted.append(out.op_id in done)
+                done.discard(out.op_id)
             return accepted
 
         return await self._write(complete)

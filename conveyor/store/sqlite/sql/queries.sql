@@ -106,33 +106,26 @@ UPDATE operations SET lease_expires_at = :now + :lease_s
 WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
 RETURNING cancel_requested;
 
--- name: complete_succeeded
-UPDATE operations
-SET status = 'succeeded', result = :result, error = NULL, finished_at = :now,
+-- name: complete_many
+-- Record a batch of outcomes in one statement. :batch is a JSON array of
+-- [op_id, lease_token, kind, result_json, error_json, retry_in_s]; each row changes only
+-- if its lease is current (fencing). A retry of an operation whose job was cancelled
+-- meanwhile ends it cancelled. The batch drives the join (unary + keeps the planner off
+-- the status index), so the cost is one id lookup per outcome.
+UPDATE operations AS o
+SET status = CASE b.kind WHEN 'retry' THEN
+                 CASE WHEN o.cancel_requested = 1 THEN 'cancelled' ELSE 'retrying' END
+             ELSE b.kind END,
+    result = CASE b.kind WHEN 'succeeded' THEN b.result ELSE o.result END,
+    error = b.error,
+    finished_at = CASE WHEN b.kind <> 'retry' OR o.cancel_requested = 1 THEN :now END,
+    run_at = CASE b.kind WHEN 'retry' THEN :now + b.retry_in_s ELSE o.run_at END,
     lease_expires_at = NULL
-WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
-RETURNING job_id;
-
--- name: complete_retry
--- A retry of an operation whose job was cancelled meanwhile ends it cancelled.
-UPDATE operations
-SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'retrying' END,
-    finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
-    error = :error, run_at = :now + :retry_in_s, lease_expires_at = NULL
-WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
-RETURNING job_id;
-
--- name: complete_dead
-UPDATE operations
-SET status = 'dead', error = :error, finished_at = :now, lease_expires_at = NULL
-WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
-RETURNING job_id;
-
--- name: complete_cancelled
-UPDATE operations
-SET status = 'cancelled', error = :error, finished_at = :now, lease_expires_at = NULL
-WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
-RETURNING job_id;
+FROM (SELECT value ->> 0 AS op_id, value ->> 1 AS lease_token, value ->> 2 AS kind,
+             value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS retry_in_s
+      FROM json_each(:batch)) AS b
+WHERE o.id = b.op_id AND +o.lease_token = b.lease_token AND +o.status = 'running'
+RETURNING id, job_id;
 
 -- name: release
 -- Give a lease back without counting the attempt (a cancelled one ends cancelled).
