@@ -4,8 +4,10 @@
 
 Each repetition runs every system once, in the same order (A B C D A B C D ...), so slow
 drifts of the machine (other load, thermal, page cache) spread over all systems instead of
-favouring one. Conveyor runs ``conveyor bench`` (embedded tier: B1, B2, B2b, B3, B4; the
-first repetition also measures the stage ceilings); each peer runs
+favouring one. Conveyor runs ``conveyor bench`` on each tier: ``conveyor`` is the embedded
+tier (B1, B2, B2b, B3, B4; the first repetition also measures the stage ceilings),
+``conveyor-postgres`` and ``conveyor-kafka`` run B1, B3 and B4 on a fresh PostgreSQL
+database per run (``--postgres``; Kafka also needs ``--kafka``). Each peer runs
 ``benchmarks.peers.harness`` (B1, B3, B4) in the peers' virtual environment with the same
 worker process count and sizes. Every run's JSON is kept in ``--out-dir``; ``summary.json``
 holds the medians, the Conveyor/peer ratios and each system's durability settings.
@@ -32,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
     "conveyor-bench" / "venv"
 PEERS = ("celery", "dramatiq", "pgqueuer")
+TIERS = {"conveyor": "embedded", "conveyor-postgres": "postgres", "conveyor-kafka": "kafka"}
 console = Console()
 
 # (workload, path into its result, label, higher_is_better)
@@ -70,16 +73,41 @@ def dig(data: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
-def run_conveyor(args: argparse.Namespace, out: Path, ceilings: bool) -> int:
-    cmd = [sys.executable, "-m", "conveyor.bench.cli", "--tier", "embedded",
-           "--workloads", "b1,b2,b2b,b3,b4", "--ops", str(args.ops),
+def run_conveyor(args: argparse.Namespace, system: str, out: Path, ceilings: bool) -> int:
+    tier = TIERS[system]
+    workloads = "b1,b2,b2b,b3,b4" if tier == "embedded" else "b1,b3,b4"
+    cmd = [sys.executable, "-m", "conveyor.bench.cli", "--tier", tier,
+           "--workloads", workloads, "--ops", str(args.ops),
            "--rate", str(args.rate), "--rate-duration", str(args.rate_duration),
            "--cpu-ops", str(args.cpu_ops), "--processes", str(args.processes),
            "--duration", str(args.duration), "--batch-ops", str(args.batch_ops),
            "--deadline", str(args.deadline), "--out", str(out), "--quiet"]
     if ceilings:
         cmd += ["--ceilings", "all"]
-    return subprocess.run(cmd, cwd=REPO, timeout=args.deadline * 8).returncode
+    if tier == "embedded":
+        return subprocess.run(cmd, cwd=REPO, timeout=args.deadline * 8).returncode
+    # A fresh database (and, for Kafka, fresh topics) per run: no run drains another's rows.
+    name = f"conveyor_bench_{tier}_{out.stem.replace('-', '_')}"
+    store = fresh_database(name)
+    cmd += ["--store", store]
+    env = dict(os.environ)
+    if tier == "kafka":
+        cmd += ["--kafka-bootstrap", args.kafka]
+        env["CONVEYOR_KAFKA_TOPIC_PREFIX"] = f"bench.{out.stem}."
+    try:
+        return subprocess.run(cmd, cwd=REPO, env=env, timeout=args.deadline * 8).returncode
+    finally:
+        subprocess.run([str(REPO / "scripts" / "postgres.sh"), "dropdb", name], cwd=REPO,
+                       capture_output=True, timeout=120)
+
+
+def fresh_database(name: str) -> str:
+    """Create database ``name`` on the local PostgreSQL of ``scripts/postgres.sh``."""
+    subprocess.run([str(REPO / "scripts" / "postgres.sh"), "dropdb", name], cwd=REPO,
+                   capture_output=True, timeout=120)
+    done = subprocess.run([str(REPO / "scripts" / "postgres.sh"), "createdb", name],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    return done.stdout.strip().splitlines()[-1]
 
 
 def run_peer(args: argparse.Namespace, system: str, out: Path) -> int:
@@ -117,13 +145,35 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratios: dict[str, dict[str, float]] = {}
     base = systems.get("conveyor", {}).get("metrics", {})
     for system, data in systems.items():
-        if system == "conveyor":
+        if system in TIERS:
             continue
         for label, m in data["metrics"].items():
             if label in base and m["median"]:
                 ratios.setdefault(system, {})[label] = round(base[label]["median"]
                                                              / m["median"], 3)
-    return {"systems": systems, "ratios": ratios}
+    return {"systems": systems, "ratios": ratios, "tiers_vs_peers": tiers_vs_peers(systems)}
+
+
+def tiers_vs_peers(systems: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each Conveyor tier's B1 drain rate against Celery and against the fastest peer of
+    the same run (the issue's "10x Celery" and "2x the fastest peer")."""
+    label = "B1 drain ops/s"
+    peers = {n: d["metrics"][label]["median"] for n, d in systems.items()
+             if n not in TIERS and label in d["metrics"]}
+    fastest = max(peers.items(), key=lambda kv: kv[1], default=None)
+    rows = []
+    for name in TIERS:
+        mine = systems.get(name, {}).get("metrics", {}).get(label)
+        if mine is None:
+            continue
+        row: dict[str, Any] = {"tier": name, "ops_per_s": mine["median"]}
+        if peers.get("celery"):
+            row["vs_celery"] = round(mine["median"] / peers["celery"], 2)
+        if fastest:
+            row["fastest_peer"] = fastest[0]
+            row["vs_fastest_peer"] = round(mine["median"] / fastest[1], 2)
+        rows.append(row)
+    return rows
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -151,15 +201,23 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, data in systems.items():
         console.print(f"[bold]{name}[/] {data.get('version') or ''}: {data['durability']}",
                       highlight=False)
+    for row in summary.get("tiers_vs_peers", []):
+        console.print(f"{row['tier']}: B1 {row['ops_per_s']:,.0f} ops/s, "
+                      f"{row.get('vs_celery', '-')}x Celery, {row.get('vs_fastest_peer', '-')}x "
+                      f"the fastest peer ({row.get('fastest_peer', '-')})", highlight=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", default="conveyor," + ",".join(PEERS))
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated (default: every Conveyor tier whose services "
+                             "are given, then the peers)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--redis", default=os.environ.get("PEER_REDIS_URL"))
     parser.add_argument("--postgres", default=os.environ.get("PEER_POSTGRES_URL"))
+    parser.add_argument("--kafka", default=os.environ.get("CONVEYOR_KAFKA_BOOTSTRAP"),
+                        help="Kafka bootstrap for the conveyor-kafka tier")
     parser.add_argument("--peers-python", type=Path, default=DEFAULT_VENV / "bin" / "python")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ops", type=int, default=20_000, help="B1 operations")
@@ -173,6 +231,10 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path,
                         default=REPO / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S"))
     args = parser.parse_args()
+    if args.systems is None:
+        tiers = ["conveyor"] + (["conveyor-postgres"] if args.postgres else []) + \
+            (["conveyor-kafka"] if args.postgres and args.kafka else [])
+        args.systems = ",".join([*tiers, *PEERS])
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
@@ -182,8 +244,9 @@ def main() -> None:
             console.print(f"[dim]repetition {rep}/{args.reps}: {system}[/]")
             started = time.monotonic()
             try:
-                if system == "conveyor":
-                    code = run_conveyor(args, out, ceilings=rep == 1 and not args.no_ceilings)
+                if system in TIERS:
+                    code = run_conveyor(args, system, out, ceilings=system == "conveyor"
+                                        and rep == 1 and not args.no_ceilings)
                 else:
                     code = run_peer(args, system, out)
             except subprocess.TimeoutExpired:

@@ -61,9 +61,19 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
             cells.append(_fmt(metric["median"]) + (f" ({ratio:.2f}x)" if ratio else ""))
         if present:
             lines.append(f"| {label} | {TARGETS.get(label, '')} | " + " | ".join(cells) + " |")
-    lines += ["", "In brackets: Conveyor's figure divided by the peer's. Throughput and "
-              "efficiency: higher is better; latency and CPU per operation: lower is better.",
-              "", "How each figure is taken. B1/B4: operations loaded while no worker runs, "
+    lines += ["", "In brackets: Conveyor's embedded figure divided by the peer's. Throughput "
+              "and efficiency: higher is better; latency and CPU per operation: lower is "
+              "better. `conveyor-postgres` and `conveyor-kafka` run B1, B3 and B4 only."]
+    tiers = summary.get("tiers_vs_peers") or []
+    if tiers:
+        lines += ["", "| tier | B1 drain ops/s | vs Celery (target 10x) | vs the fastest peer "
+                  "(target 2x) |", "|---|---|---|---|"]
+        for row in tiers:
+            fastest = row.get("fastest_peer")
+            lines.append(f"| {row['tier']} | {_fmt(row['ops_per_s'])} | "
+                         f"{row.get('vs_celery', '-')}x | {row.get('vs_fastest_peer', '-')}x"
+                         + (f" ({fastest})" if fastest else "") + " |")
+    lines += ["", "How each figure is taken. B1/B4: operations loaded while no worker runs, "
               "then the workers start; the drain is timed from the first start to the last "
               "recorded outcome. B3 start: Conveyor from the operation's commit (`created_at`)"
               " to its claim (`started_at`); Celery and Dramatiq from the producer's send "
@@ -92,7 +102,7 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
     if png_name:
         lines += ["", f"![Conveyor and peers]({png_name})"]
     lines += ["", "Reproduce (installs the peers into their own virtual environment, starts "
-              "a local Redis and PostgreSQL):", "", "```bash",
+              "a local Redis, PostgreSQL and Kafka):", "", "```bash",
               "benchmarks/run_all.sh            # or: benchmarks/run_all.sh --reps 5", "```",
               "", f"Exact command of this run: `{summary.get('command', '')}`", ""]
     return "\n".join(lines)
@@ -110,7 +120,7 @@ def chart(summary: dict[str, Any], path: Path) -> None:
               ("B4 CPU efficiency", "B4 CPU-bound efficiency (higher is better)")]
     systems = summary["systems"]
     names = list(systems)
-    colors = ["#2b6cb0" if n == "conveyor" else "#a0aec0" for n in names]
+    colors = ["#2b6cb0" if n.startswith("conveyor") else "#a0aec0" for n in names]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     for ax, (label, title) in zip(axes, panels, strict=True):
         values = [systems[n]["metrics"].get(label, {}).get("median") or 0 for n in names]
@@ -122,7 +132,7 @@ def chart(summary: dict[str, Any], path: Path) -> None:
             ax.annotate(_fmt(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=7)
     m = summary.get("machine") or {}
-    fig.suptitle(f"Conveyor (embedded) and peers, {m.get('nproc', '?')} cores", fontsize=10)
+    fig.suptitle(f"Conveyor's tiers and peers, {m.get('nproc', '?')} cores", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

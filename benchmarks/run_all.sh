@@ -9,9 +9,10 @@
 #
 # The peers (Celery, Dramatiq, PgQueuer) and the report's tools (matplotlib, py-spy) are
 # installed into their own virtual environment under ${XDG_CACHE_HOME:-~/.cache}/
-# conveyor-bench/venv, never into Conveyor's. Redis and PostgreSQL come from
-# scripts/redis.sh and scripts/postgres.sh (local, loopback, throwaway); the peers use
-# Redis database 15 and the PostgreSQL database conveyor_bench_peers, nothing else.
+# conveyor-bench/venv, never into Conveyor's. Redis, PostgreSQL and Kafka come from
+# scripts/redis.sh, scripts/postgres.sh and scripts/kafka.sh (local, loopback, throwaway);
+# the peers use Redis database 15 and the PostgreSQL database conveyor_bench_peers;
+# Conveyor's postgres and kafka tiers get a fresh database (and topics) per run.
 #
 # Results: benchmarks/results/<timestamp>/ (one JSON per run, summary.json,
 # PERFORMANCE.md and performance.png).
@@ -42,11 +43,15 @@ python3 -m pip install --quiet --disable-pip-version-check -e .
 REDIS_URL="$(scripts/redis.sh start)"
 PG_URL="$(scripts/postgres.sh createdb conveyor_bench_peers)"
 log "Redis at $REDIS_URL (peers use database 15), PostgreSQL at $PG_URL"
+log "installing conveyor's postgres and kafka extras for its other tiers"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[postgres,kafka]"
+KAFKA="$(scripts/kafka.sh start)"
+log "Kafka at $KAFKA"
 
 OUT="benchmarks/results/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 python3 -m benchmarks.compare --redis "$REDIS_URL" --postgres "$PG_URL" \
-  --peers-python "$VENV/bin/python" --out-dir "$OUT" "$@"
+  --kafka "$KAFKA" --peers-python "$VENV/bin/python" --out-dir "$OUT" "$@"
 "$VENV/bin/python" -m benchmarks.report "$OUT/summary.json" \
   --markdown "$OUT/PERFORMANCE.md" --png "$OUT/performance.png"
 log "copy $OUT/PERFORMANCE.md and performance.png to benchmarks/ and refresh the README with:"
