@@ -186,8 +186,8 @@ def register_client_commands(app: typer.Typer, fail: Callable[..., NoReturn]) ->
 
     @app.command()
     def stats(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-        """Per-queue counts by state, throughput and oldest ready age."""
-        show(call(url, api_key, lambda c: c.stats())["queues"], as_json, _stats_table)
+        """Per-queue counts by state, throughput, oldest ready age and (Kafka tier) lag."""
+        show(call(url, api_key, lambda c: c.stats()), as_json, _stats_table)
 
     @app.command()
     def workers(
@@ -262,13 +262,24 @@ def _tasks_table(tasks: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _stats_table(queues: list[dict[str, Any]]) -> Table:
+def _stats_table(stats: dict[str, Any]) -> Table:
     states = ["scheduled", "queued", "running", "retrying", "succeeded", "dead", "cancelled"]
-    table = Table("queue", *states, "ops/s (1m)", "oldest ready s")
-    for q in queues:
+    transport = stats.get("transport")
+    lag_columns = ["lag", "outbox"] if transport else []
+    table = Table("queue", *states, "ops/s (1m)", "ops/s (5m)", "oldest ready s",
+                  *lag_columns)
+    for q in stats["queues"]:
         age = q.get("oldest_ready_age_s")
-        table.add_row(q["queue"], *(str(q["counts"].get(s, 0)) for s in states),
-                      f"{q['throughput_1m_per_s']:.1f}", f"{age:.1f}" if age else "-")
+        row = [q["queue"], *(str(q["counts"].get(s, 0)) for s in states),
+               f"{q['throughput_1m_per_s']:.1f}", f"{q['throughput_5m_per_s']:.1f}",
+               f"{age:.1f}" if age else "-"]
+        if transport:
+            lag = transport.get("queues", {}).get(q["queue"], {}).get("lag")
+            row += ["?" if "lag_error" in transport else str(lag or 0),
+                    str(transport.get("outbox_backlog", {}).get(q["queue"], 0))]
+        table.add_row(*row)
+    if transport and "lag_error" in transport:
+        table.caption = f"lag unknown: {transport['lag_error']}"
     return table
 
 

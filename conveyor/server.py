@@ -24,7 +24,14 @@ from .observability.tracing import Tracing
 from .relay import Relay
 from .store.base import Store
 from .tasks import Registry
-from .wiring import make_relay, make_service, make_store, make_transport
+from .wiring import (
+    make_readiness,
+    make_relay,
+    make_service,
+    make_store,
+    make_transport,
+    transport_depth,
+)
 from .worker.runner import Worker
 
 log = logging.getLogger("conveyor")
@@ -95,13 +102,16 @@ async def run(
             await transport.wake()
 
     service = make_service(config, store, registry, on_submit=on_submit)
+    readiness = make_readiness(config, store)
+    depth = transport_depth(service)
     servers: list[_Server] = []
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(w.run()) for w in workers]
     if api:
-        servers.append(_http_server(create_app(service, config, metrics=metrics,
-                                               tracing=tracing), config.host, config.port))
+        servers.append(_http_server(create_app(
+            service, config, metrics=metrics, tracing=tracing, readiness=readiness,
+            depth_sources=[depth] if depth else []), config.host, config.port))
     if config.metrics_port and not api:
-        servers.append(_http_server(probe_app(metrics, store.ping), config.host,
+        servers.append(_http_server(probe_app(metrics, readiness), config.host,
                                     config.metrics_port))
     for server in servers:
         tasks.append(asyncio.create_task(server.serve()))

@@ -96,7 +96,7 @@ class Service:
         self.admit = admit
         """Awaited with validated jobs before they are stored; raises to refuse them
         (backpressure: :class:`conveyor.errors.Overloaded`)."""
-        self._transport_stats = transport_stats
+        self.transport_stats_source = transport_stats
 
     async def submit(
         self,
@@ -198,9 +198,9 @@ class Service:
         """Transport-side figures (Kafka: consumer lag per partition, outbox backlog),
         or ``None`` for the store-backed transport. Never raises for an unreachable
         transport (the figures then carry the error)."""
-        if self._transport_stats is None:
+        if self.transport_stats_source is None:
             return None
         try:
-            return await self._transport_stats(queues)
+            return await self.transport_stats_source(queues)
         except Exception as exc:  # stats must not fail because Kafka is down
             return {"error": f"{type(exc).__name__}: {exc}"}

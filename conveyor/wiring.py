@@ -6,10 +6,11 @@ dependencies; a missing one gets an install hint instead of an ImportError.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .backpressure import DepthSource
 from .config import Config
 from .errors import ConfigError
 from .model import NewJob
@@ -118,6 +119,38 @@ def make_transport_stats(
     stats = TransportStats(store, store, kafka.KafkaLag(settings.bootstrap,
                                                         settings.topic_prefix))
     return stats.read
+
+
+def make_readiness(config: Config, store: Store) -> Callable[[], Awaitable[None]]:
+    """What ``/health/ready`` awaits: the store answers with a current schema, and on the
+    Kafka tier a broker answers too. Raises with the failing dependency's reason."""
+    if config.transport != "kafka":
+        return store.ping
+    kafka = _kafka().KafkaPing(config.kafka_bootstrap or "")
+
+    async def ready() -> None:
+        await store.ping()
+        await kafka.ping()
+
+    return ready
+
+
+def transport_depth(service: Service) -> DepthSource | None:
+    """Backpressure's view of the transport's backlog (Kafka: consumer lag plus the
+    outbox rows not yet published, per queue), or ``None`` on the store transport, whose
+    backlog is the store's ready depth already counted."""
+    if service.transport_stats_source is None:
+        return None
+
+    async def depth() -> Mapping[str, int]:
+        queues = [q.queue for q in await service.store.stats(None)]
+        stats = await service.transport_stats(queues) or {}
+        backlog = stats.get("outbox_backlog") or {}
+        lags = stats.get("queues") or {}
+        return {q: int(lags.get(q, {}).get("lag", 0)) + int(backlog.get(q, 0))
+                for q in queues}
+
+    return depth
 
 
 def make_service(

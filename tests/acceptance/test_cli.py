@@ -61,7 +61,7 @@ def test_dead_letter_show_and_replay(server) -> None:
 def test_tasks_stats_workers(server) -> None:
     tasks = json.loads(cli("tasks", "--json", url=server.url).stdout)
     assert {"math.add", "sys.sleep", "sys.fail"} <= {t["name"] for t in tasks}
-    stats = json.loads(cli("stats", "--json", url=server.url).stdout)
+    stats = json.loads(cli("stats", "--json", url=server.url).stdout)["queues"]
     assert stats[0]["queue"] == "default"
     workers = json.loads(cli("workers", "--json", url=server.url).stdout)
     assert workers and workers[0]["status"] == "live"

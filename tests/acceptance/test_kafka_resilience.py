@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.acceptance.test_kafka_fleet import OPS_SQL, check_outcomes
@@ -93,6 +94,13 @@ def _succeeded(url: str) -> int:
                      "WHERE status = 'succeeded'")[0]["n"])
 
 
+def _ready(base_url: str) -> int:
+    try:
+        return httpx.get(f"{base_url}/health/ready", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
 def test_broker_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     address = bootstrap()
     try:
@@ -110,10 +118,13 @@ def test_broker_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         wait_until(lambda: _succeeded(url) > OPS // 5, 120, 0.05)
         broker("kill")
         killed_at = _succeeded(url)
-        time.sleep(2.0)  # the tier runs without its broker for a while
+        # Readiness follows the broker: not ready within seconds, ready again after.
+        api = procs["api"].url
+        wait_until(lambda: _ready(api) == 503, 15, 0.2)
         restarted = broker("restart-after-kill")
         assert restarted == env["CONVEYOR_KAFKA_BOOTSTRAP"]
         assert killed_at < OPS, "the broker died before the run ended"
+        wait_until(lambda: _ready(api) == 200, 60, 0.2)
 
     _run(tmp_path, disrupt)
 

@@ -212,7 +212,7 @@ def test_cli_tasks_and_stats(server: ConveyorProcess) -> None:
         "math.add", "sys.fail"}
     stats = cli("stats", url=server.url)
     assert stats.returncode == 0 and "default" in stats.stdout
-    queues = json.loads(cli("stats", "--json", url=server.url).stdout)
+    queues = json.loads(cli("stats", "--json", url=server.url).stdout)["queues"]
     assert "default" in [q["queue"] for q in queues]
 
 

@@ -5,7 +5,10 @@ letters on ``<topic>.dlq`` and replayable through the API, retries through the o
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +83,13 @@ def test_lag_per_partition_in_stats_and_metrics(tier: dict[str, Any]) -> None:
         r'^conveyor_consumer_lag\{partition="(\d+)",queue="default"\} (\S+)$', text, re.M)}
     assert sorted(lags) == list(range(PARTITIONS)) and sum(lags.values()) == 30
     assert re.search(r'^conveyor_outbox_backlog\{queue="default"\} 0\.0$', text, re.M)
+
+    shown = subprocess.run([sys.executable, "-m", "conveyor.cli", "stats", "--url", api.url],
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "250"})
+    assert shown.returncode == 0, shown.stderr
+    [row] = [line for line in shown.stdout.splitlines() if "default" in line]
+    assert "lag" in shown.stdout and row.split("│")[-3].strip() == "30", shown.stdout
 
     tier["procs"].append(start_worker(url, tier["tmp"], "worker", tier["env"]))
     wait_until(lambda: query(url, "SELECT count(*) AS n FROM operations WHERE status = "

@@ -4,15 +4,17 @@ workers through one Kafka topic per queue, fed by the transactional outbox.
 Needs the ``kafka`` extra (``confluent-kafka``). Modules: :mod:`.messages` (message
 format), :mod:`.topics` (topic creation and checks), :mod:`.producer` (the relay's
 publisher), :mod:`.consumer` (group membership, buffering, commits), :mod:`.offsets`
-(pure offset bookkeeping), :mod:`.transport` (the transport port), :mod:`.lag`.
+(pure offset bookkeeping), :mod:`.transport` (the transport port), :mod:`.lag`,
+:mod:`.health` (readiness).
 """
 
 from __future__ import annotations
 
+from .health import KafkaPing
 from .lag import KafkaLag, PartitionLag
 from .producer import KafkaPublisher
 from .topics import Topics
 from .transport import KafkaSettings, KafkaTransport
 
-__all__ = ["KafkaLag", "KafkaPublisher", "KafkaSettings", "KafkaTransport", "PartitionLag",
-           "Topics"]
+__all__ = ["KafkaLag", "KafkaPing", "KafkaPublisher", "KafkaSettings", "KafkaTransport",
+           "PartitionLag", "Topics"]

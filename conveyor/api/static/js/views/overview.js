@@ -70,7 +70,18 @@ export function mount(root) {
   const onResize = () => drawCharts();
   window.addEventListener("resize", onResize);
 
+  // Kafka tier: consumer lag (messages not yet consumed) and outbox rows not yet published.
+  function lagCell(transport, queue) {
+    if (transport.lag_error) return h("span", { class: "muted", title: transport.lag_error }, "?");
+    const lag = transport.queues?.[queue]?.lag || 0;
+    const outbox = transport.outbox_backlog?.[queue] || 0;
+    return h("span", { class: lag > 0 ? "count s-queued" : "count zero",
+      title: `${fmtNum(outbox)} outbox rows not yet published` }, fmtNum(lag));
+  }
+
   function renderQueues(qs) {
+    const transport = state.stats?.transport;
+    const showLag = transport && transport.kind === "kafka";
     if (qs.length === 0) {
       fill(queues, empty("No queue has any operation yet. Submit a job to see it here."));
       return;
@@ -81,7 +92,8 @@ export function mount(root) {
         STATES.map((s) => h("th", { class: "num" }, s)),
         h("th", { class: "num" }, "Throughput"),
         h("th", { class: "num" }, "Failed 5 min"),
-        h("th", { class: "num" }, "Oldest ready"))),
+        h("th", { class: "num" }, "Oldest ready"),
+        showLag ? h("th", { class: "num" }, "Lag") : null)),
       h("tbody", {}, qs.map((q) => h("tr", { dataset: { queue: q.queue } },
         h("td", {}, h("a", { href: `#/jobs?queue=${encodeURIComponent(q.queue)}`, class: "queue-name" }, q.queue)),
         STATES.map((s) => {
@@ -95,6 +107,7 @@ export function mount(root) {
         h("td", { class: "num" }, h("span", { class: q.failed_last_5m ? "count s-dead" : "count zero" }, fmtNum(q.failed_last_5m)),
           q.failed_last_5m ? h("span", { class: "muted small" }, ` (${fmtPercent(q.failed_last_5m / Math.max(1, q.throughput_5m_per_s * 300))})`) : null),
         h("td", { class: "num" }, q.oldest_ready_age_s == null ? "–" : fmtDuration(q.oldest_ready_age_s)),
+        showLag ? h("td", { class: "num lag" }, lagCell(transport, q.queue)) : null,
       )))));
     stackTable(queues.querySelector("table"));
   }

@@ -1,0 +1,39 @@
+"""Is the Kafka cluster reachable? The readiness half of the Kafka tier's probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ...errors import TransportError
+
+
+class KafkaPing:
+    """Asks the cluster for its metadata; :meth:`ping` raises :class:`TransportError`
+    when no broker answers within ``timeout_s``. One admin client, reused."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 2.0) -> None:
+        self.bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._admin: Any = None
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._ping)
+
+    def _ping(self) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin is None:
+            settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap,
+                                        "logger": logging.getLogger("conveyor.kafka.client")}
+            self._admin = AdminClient(settings)
+        try:
+            meta = self._admin.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka at {self.bootstrap} does not answer: {exc}") from exc
+        finally:
+            self._admin.poll(0)  # hand queued client log lines to ``logging``
+        if not meta.brokers:
+            raise TransportError(f"Kafka at {self.bootstrap} has no brokers")
