@@ -145,10 +145,12 @@ WHERE c.key IS NULL
 -- name: claim_update
 -- Step 2, a new statement (so a new snapshot, taken after the key locks were granted):
 -- check per-key order again, now against every claim committed before, and lease.
+-- started_at is the statement's clock, not the transaction's start: an earlier
+-- operation of the key may have finished between step 1 and this snapshot.
 UPDATE operations o
 SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
-    worker_id = %(worker_id)s, started_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease_s)s)
+    worker_id = %(worker_id)s, started_at = clock_timestamp(),
+    lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
 WHERE o.seq = ANY(%(seqs)s::bigint[])
   AND o.status IN ('scheduled', 'queued', 'retrying')
   AND o.run_at <= now()
