@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 
-from tests.support.processes import TEST_TASKS_DIR
+from tests.support.processes import PYTHONPATH
 
 
 def keys_cli(*args: str, store: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = {**os.environ, "PYTHONPATH": str(TEST_TASKS_DIR)}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     return subprocess.run([sys.executable, "-m", "conveyor.cli", "keys", *args, "--store", store],
                           capture_output=True, text=True, timeout=60, env=env, check=False)
 

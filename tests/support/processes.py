@@ -14,6 +14,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TASKS_DIR = REPO / "tests" / "support"
+PYTHONPATH = os.pathsep.join([str(TEST_TASKS_DIR), str(REPO)])
+"""The test tasks, and this checkout's ``conveyor`` ahead of any installed copy."""
 
 
 def free_port() -> int:
@@ -31,7 +33,7 @@ class ConveyorProcess:
         self.log_path = log_path
         self.port = port
         self.url = f"http://127.0.0.1:{port}" if port else ""
-        self.env = {**os.environ, "PYTHONPATH": str(TEST_TASKS_DIR), **(env or {})}
+        self.env = {**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConveyorProcess:
