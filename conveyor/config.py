@@ -58,6 +58,14 @@ class Config:
     kafka_park_s: float = 0.5
     """An operation held back by an earlier open operation of its key re-enters Kafka
     after this long (so a backoff never blocks its partition)."""
+    kafka_options: tuple[str, ...] = ()
+    """Extra librdkafka client properties, ``key=value`` each (``--kafka-option``,
+    repeatable; comma-separated in ``CONVEYOR_KAFKA_OPTIONS``), for every producer,
+    consumer and admin client: e.g. ``security.protocol=SASL_SSL``. Values are never
+    logged. They override ``kafka_options_file``."""
+    kafka_options_file: str = ""
+    """A file of librdkafka client properties, one ``key=value`` a line (``#`` comments),
+    like a Kafka ``client.properties``: the place for secrets and values with commas."""
     relay_in_process: bool = False
     """Run the outbox relay inside ``conveyor api`` / ``conveyor serve`` (Kafka tier)
     instead of (or besides) a separate ``conveyor relay``."""
@@ -158,6 +166,7 @@ class Config:
             raise ConfigError("kafka_partitions and relay_batch must be at least 1")
         if self.kafka_park_s <= 0 or self.relay_poll_s <= 0 or self.relay_lease_s <= 0:
             raise ConfigError("kafka_park_s, relay_poll_s and relay_lease_s must be positive")
+        kafka_client_options(self)  # raises on a malformed entry or an unreadable file
         if self.concurrency < 1 or self.processes < 1 or self.claim_batch < 1:
             raise ConfigError("concurrency, processes and claim_batch must be at least 1")
         if self.lease_s <= 0 or self.poll_s <= 0:
@@ -259,6 +268,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+KAFKA_RESERVED_OPTIONS = frozenset({
+    "bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store",
+    "enable.idempotence", "acks", "partitioner", "logger", "error_cb"})
+"""Client properties Conveyor sets itself: its guarantees depend on them."""
+
+
+def kafka_client_options(config: Config) -> dict[str, str]:
+    """The extra Kafka client properties: ``kafka_options_file``, then ``kafka_options``.
+    Raises :class:`ConfigError` naming the bad entry's key, never its value."""
+    entries: list[tuple[str, str]] = []
+    if config.kafka_options_file:
+        try:
+            with open(config.kafka_options_file, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"kafka_options_file: cannot read "
+                              f"{config.kafka_options_file}: {exc.strerror}") from None
+        for number, line in enumerate(lines, 1):
+            if line.strip() and not line.lstrip().startswith(("#", "!")):
+                entries.append((f"{config.kafka_options_file}:{number}", line))
+    entries.extend(("kafka_options", entry) for entry in config.kafka_options)
+    found: dict[str, str] = {}
+    for where, entry in entries:
+        key, sep, value = entry.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{where}: expected key=value (e.g. security.protocol=SSL)")
+        if key in KAFKA_RESERVED_OPTIONS:
+            raise ConfigError(f"{where}: {key} is set by Conveyor and cannot be changed")
+        found[key] = value.strip()
+    return found
 
 
 def backpressure_thresholds(config: Config) -> dict[str, tuple[int, int]]:

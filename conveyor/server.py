@@ -25,6 +25,7 @@ from .relay import Relay
 from .store.base import Store
 from .tasks import Registry
 from .wiring import (
+    make_kafka_client,
     make_readiness,
     make_relay,
     make_service,
@@ -90,7 +91,9 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
 
     workers: list[Worker] = []
-    transport = make_transport(config, store) if worker else None
+    kafka_client = make_kafka_client(config, metrics)
+    transport = make_transport(config, store, kafka_client=kafka_client,
+                               stopping=stop) if worker else None
     if worker:
         assert transport is not None
         workers.append(Worker(config, store, transport, registry, metrics=metrics,
@@ -101,8 +104,12 @@ async def run(
         if transport is not None:
             await transport.wake()
 
-    service = make_service(config, store, registry, on_submit=on_submit)
-    readiness = make_readiness(config, store)
+    service = make_service(config, store, registry, on_submit=on_submit,
+                           kafka_client=kafka_client)
+    readiness = make_readiness(config, store, kafka_client=kafka_client, transport=transport)
+    if transport is not None and hasattr(transport, "not_ready"):
+        metrics.transport_waiting.set_function(
+            lambda: float(getattr(transport, "not_ready", None) is not None))
     depth = transport_depth(service)
     servers: list[_Server] = []
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(w.run()) for w in workers]
@@ -117,7 +124,7 @@ async def run(
         tasks.append(asyncio.create_task(server.serve()))
     relays: list[Relay] = []
     if relay:
-        relays.append(make_relay(config, store, metrics))
+        relays.append(make_relay(config, store, metrics, kafka_client))
         tasks.append(asyncio.create_task(relays[0].run(stop)))
     while not all(s.started for s in servers) and not any(t.done() for t in tasks):
         await asyncio.sleep(0.02)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .backpressure import DepthSource
-from .config import Config
-from .errors import ConfigError
+from .config import Config, kafka_client_options
+from .errors import ConfigError, TransportError
 from .model import NewJob
 from .ratelimit.base import Limiter
 from .relay import Relay
@@ -48,7 +48,10 @@ def make_store(config: Config) -> Store:
     )
 
 
-def make_transport(config: Config, store: Store) -> Transport:
+def make_transport(config: Config, store: Store, *, kafka_client: Any = None,
+                   stopping: Any = None) -> Transport:
+    """The transport of a worker. On Kafka it waits for a broker at start-up until
+    ``stopping`` (an ``asyncio.Event``) is set."""
     if config.transport == "store":
         from .transport.store import StoreTransport
 
@@ -60,7 +63,8 @@ def make_transport(config: Config, store: Store) -> Transport:
         if not isinstance(store, OutboxStore):
             raise ConfigError("--transport kafka needs a PostgreSQL store (--store "
                               "postgresql://...)")
-        return kafka.KafkaTransport(store, kafka_settings(config))  # type: ignore[no-any-return]
+        return kafka.KafkaTransport(  # type: ignore[no-any-return]
+            store, kafka_settings(config, kafka_client), stopping=stopping)
     raise ConfigError(f"transport {config.transport!r} is not available in this version")
 
 
@@ -74,17 +78,35 @@ def _kafka() -> Any:
     return kafka
 
 
-def kafka_settings(config: Config) -> Any:
+def make_kafka_client(config: Config, metrics: Any = None) -> Any:
+    """What every Kafka client of this process shares (address, the user's client
+    properties, the rate-limited client log counting into ``metrics``), or ``None`` off
+    the Kafka tier."""
+    if config.transport != "kafka":
+        return None
+    kafka = _kafka()
+
+    def on_event(kind: str) -> None:
+        if metrics is not None:
+            metrics.kafka_client_events.labels(kind).inc()
+
+    return kafka.KafkaClient(config.kafka_bootstrap or "", kafka_client_options(config),
+                             kafka.ClientLog(on_event=on_event))
+
+
+def kafka_settings(config: Config, kafka_client: Any = None) -> Any:
     """The Kafka transport's settings from ``config``."""
     kafka = _kafka()
     return kafka.KafkaSettings(
+        client=kafka_client or make_kafka_client(config),
         bootstrap=config.kafka_bootstrap or "", partitions=config.kafka_partitions,
         topic_prefix=config.kafka_topic_prefix,
         session_timeout_s=config.kafka_session_timeout_s, park_s=config.kafka_park_s,
         drain_s=min(config.shutdown_grace_s, config.lease_s))
 
 
-def make_relay(config: Config, store: Store, metrics: Any = None) -> Relay:
+def make_relay(config: Config, store: Store, metrics: Any = None,
+               kafka_client: Any = None) -> Relay:
     """The outbox relay of the Kafka tier, with reconciliation and the lag gauges of
     ``metrics``, on an opened store."""
     from .reconcile import Reconciler
@@ -93,9 +115,9 @@ def make_relay(config: Config, store: Store, metrics: Any = None) -> Relay:
     kafka = _kafka()
     if not isinstance(store, OutboxStore):
         raise ConfigError("the relay needs a PostgreSQL store (--store postgresql://...)")
-    settings = kafka_settings(config)
-    topics = kafka.Topics(settings.bootstrap, settings.partitions, settings.topic_prefix)
-    lag = kafka.KafkaLag(settings.bootstrap, settings.topic_prefix)
+    settings = kafka_settings(config, kafka_client)
+    topics = kafka.Topics(settings.kafka_client, settings.partitions, settings.topic_prefix)
+    lag = kafka.KafkaLag(settings.kafka_client, settings.topic_prefix)
     reconciler = Reconciler(store, store, lag, older_than_s=config.reconcile_after_s,
                             metrics=metrics)
     return Relay(store, kafka.KafkaPublisher(topics), batch=config.relay_batch,
@@ -104,7 +126,7 @@ def make_relay(config: Config, store: Store, metrics: Any = None) -> Relay:
 
 
 def make_transport_stats(
-    config: Config, store: Store
+    config: Config, store: Store, kafka_client: Any = None
 ) -> Callable[[Sequence[str]], Awaitable[dict[str, Any]]] | None:
     """What ``/v1/stats`` and ``/metrics`` report about the transport (Kafka: lag per
     partition and the outbox backlog), or ``None``."""
@@ -115,22 +137,27 @@ def make_transport_stats(
     from .reconcile import TransportStats
 
     kafka = _kafka()
-    settings = kafka_settings(config)
-    stats = TransportStats(store, store, kafka.KafkaLag(settings.bootstrap,
+    settings = kafka_settings(config, kafka_client)
+    stats = TransportStats(store, store, kafka.KafkaLag(settings.kafka_client,
                                                         settings.topic_prefix))
     return stats.read
 
 
-def make_readiness(config: Config, store: Store) -> Callable[[], Awaitable[None]]:
+def make_readiness(config: Config, store: Store, *, kafka_client: Any = None,
+                   transport: Transport | None = None) -> Callable[[], Awaitable[None]]:
     """What ``/health/ready`` awaits: the store answers with a current schema, and on the
-    Kafka tier a broker answers too. Raises with the failing dependency's reason."""
+    Kafka tier a broker answers too and ``transport`` (a worker's) has joined its
+    consumer groups. Raises with the failing dependency's reason."""
     if config.transport != "kafka":
         return store.ping
-    kafka = _kafka().KafkaPing(config.kafka_bootstrap or "")
+    kafka = _kafka()
+    ping = kafka.KafkaPing(kafka_client or make_kafka_client(config))
 
     async def ready() -> None:
         await store.ping()
-        await kafka.ping()
+        if isinstance(transport, kafka.KafkaTransport) and transport.not_ready is not None:
+            raise TransportError(transport.not_ready)
+        await ping.ping()
 
     return ready
 
@@ -158,9 +185,10 @@ def make_service(
     store: Store,
     local: Registry | None = None,
     on_submit: Callable[[Sequence[NewJob]], Awaitable[None]] | None = None,
+    kafka_client: Any = None,
 ) -> Service:
     return Service(store, TaskCatalog(store, local), config.limits, on_submit=on_submit,
-                   transport_stats=make_transport_stats(config, store))
+                   transport_stats=make_transport_stats(config, store, kafka_client))
 
 
 def make_limiter(

@@ -121,6 +121,15 @@ class Metrics:
             "conveyor_outbox_backlog",
             "Outbox rows due and not yet published to Kafka, by queue.", ["queue"],
             registry=r)
+        self.kafka_client_events = Counter(
+            "conveyor_kafka_client_events_total",
+            "Warnings and errors reported by the Kafka client library, by kind (log "
+            "facility such as FAIL, or error name such as _TRANSPORT), logged or "
+            "suppressed by the rate limit.", ["kind"], registry=r)
+        self.transport_waiting = Gauge(
+            "conveyor_transport_waiting",
+            "1 while this worker waits for its transport to answer (e.g. no Kafka broker "
+            "reachable at start-up), else 0.", registry=r)
 
     def for_task(self, queue: str, task: str) -> TaskMetrics:
         found = self._task_metrics.get((queue, task))

@@ -90,3 +90,37 @@ def broker(command: str, services_dir: str | None = None) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"kafka.sh {command} failed: {done.stderr[-2000:]}")
     return done.stdout.strip()
+
+
+class PrivateBroker:
+    """A broker of this test's own (``scripts/kafka.sh`` with a private
+    ``CONVEYOR_SERVICES_DIR``): killing it disturbs nobody else. ``start`` prints its
+    address; ``kill`` keeps its port, so ``restart`` brings it back at the same address."""
+
+    def __init__(self, services_dir: Path) -> None:
+        self.services_dir = services_dir
+        self.address = ""
+
+    def run(self, command: str) -> str:
+        env = {**os.environ, "CONVEYOR_SERVICES_DIR": str(self.services_dir)}
+        done = subprocess.run([str(SCRIPT), command], capture_output=True, text=True,
+                              timeout=180, check=False, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka.sh {command} failed: {done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def start(self) -> str:
+        self.address = self.run("start")
+        return self.address
+
+    def kill(self) -> None:
+        self.run("kill")
+
+    def restart(self) -> str:
+        restarted = self.run("restart-after-kill")
+        assert restarted == self.address, (restarted, self.address)
+        return restarted
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.run("stop")

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from ...errors import TransportError
+from .client import KafkaClient, as_client
 
 
 class KafkaPing:
     """Asks the cluster for its metadata; :meth:`ping` raises :class:`TransportError`
     when no broker answers within ``timeout_s``. One admin client, reused."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 2.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, client: KafkaClient | str, timeout_s: float = 2.0) -> None:
+        self.client = as_client(client)
+        self.bootstrap = self.client.bootstrap
         self._timeout_s = timeout_s
         self._admin: Any = None
 
@@ -26,9 +27,7 @@ class KafkaPing:
         from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap,
-                                        "logger": logging.getLogger("conveyor.kafka.client")}
-            self._admin = AdminClient(settings)
+            self._admin = AdminClient(self.client.settings())
         try:
             meta = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:

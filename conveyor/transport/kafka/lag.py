@@ -4,7 +4,6 @@ not committed past yet (end offset minus committed offset)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import TransportError
+from .client import KafkaClient, as_client
 from .messages import group_id, topic_name
 
 
@@ -32,9 +32,10 @@ class PartitionLag:
 class KafkaLag:
     """Reads committed offsets and end offsets; results are cached for ``cache_s``."""
 
-    def __init__(self, bootstrap: str, prefix: str, timeout_s: float = 5.0,
+    def __init__(self, client: KafkaClient | str, prefix: str, timeout_s: float = 5.0,
                  cache_s: float = 1.0) -> None:
-        self.bootstrap = bootstrap
+        self.client = as_client(client)
+        self.bootstrap = self.client.bootstrap
         self.prefix = prefix
         self._timeout_s = timeout_s
         self._cache_s = cache_s
@@ -58,12 +59,8 @@ class KafkaLag:
 
         consumer = self._consumers.get(queue)
         if consumer is None:
-            consumer = self._consumers[queue] = Consumer({
-                "bootstrap.servers": self.bootstrap,
-                "group.id": group_id(self.prefix, queue),
-                "enable.auto.commit": False,
-                "logger": logging.getLogger("conveyor.kafka.client"),
-            })
+            consumer = self._consumers[queue] = Consumer(self.client.settings(**{
+                "group.id": group_id(self.prefix, queue), "enable.auto.commit": False}))
         return consumer
 
     def _measure(self, queues: tuple[str, ...]) -> list[PartitionLag]:

@@ -31,16 +31,14 @@ class KafkaPublisher:
                  linger_ms: int = 5) -> None:
         self.topics = topics
         self._delivery_timeout_s = delivery_timeout_s
-        self._settings: dict[str, Any] = {
-            "bootstrap.servers": topics.bootstrap,
+        self._settings: dict[str, Any] = topics.client.settings(**{
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
             "partitioner": "murmur2_random",  # Java-compatible: key -> partition
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
-            "logger": logging.getLogger("conveyor.kafka.client"),  # not raw stderr lines
-        }
+        })
         self._producer: Any = None
         self._lock = threading.Lock()
 

@@ -13,26 +13,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import TransportError
+from .client import KafkaClient, as_client
 from .messages import dlq_topic_name, topic_name
 
 log = logging.getLogger("conveyor.kafka")
 
 
+class TopicMismatch(TransportError):
+    """A topic exists with fewer partitions than configured: retrying cannot help."""
+
+
 class Topics:
     """Creates and checks the topics of queues (blocking calls: run them in a thread)."""
 
-    def __init__(self, bootstrap: str, partitions: int, prefix: str,
+    def __init__(self, client: KafkaClient | str, partitions: int, prefix: str,
                  replication_factor: int = -1, timeout_s: float = 30.0) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self.bootstrap = bootstrap
+        self.client = as_client(client)
+        self.bootstrap = self.client.bootstrap
         self.partitions = partitions
         self.prefix = prefix
         self._replication = replication_factor
         self._timeout_s = timeout_s
-        settings: dict[str, Any] = {"bootstrap.servers": bootstrap,
-                                    "logger": logging.getLogger("conveyor.kafka.client")}
-        self._admin = AdminClient(settings)
+        self._admin = AdminClient(self.client.settings(**{"reconnect.backoff.max.ms": 1000}))
         self._known: set[str] = set()
         self._lock = threading.Lock()
 
@@ -64,14 +68,27 @@ class Topics:
                 self._known.difference_update(
                     t for q in queues for t in (self.topic(q), self.dlq(q)))
 
-    def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
-        """Partitions of each existing topic among ``topics``."""
+    def check_reachable(self, timeout_s: float) -> None:
+        """Raise :class:`TransportError` unless a broker answers within ``timeout_s``."""
+        try:
+            self._metadata(timeout_s)
+        finally:
+            self._admin.poll(0)  # hand queued client log lines to ``logging``
+
+    def _metadata(self, timeout_s: float) -> Any:
         from confluent_kafka import KafkaException
 
         try:
-            meta = self._admin.list_topics(timeout=self._timeout_s)
+            meta = self._admin.list_topics(timeout=timeout_s)
         except KafkaException as exc:
             raise TransportError(f"Kafka at {self.bootstrap} does not answer: {exc}") from exc
+        if not meta.brokers:
+            raise TransportError(f"Kafka at {self.bootstrap} has no brokers")
+        return meta
+
+    def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """Partitions of each existing topic among ``topics``."""
+        meta = self._metadata(self._timeout_s)
         return {name: len(t.partitions) for name, t in meta.topics.items()
                 if name in topics and t.error is None}
 
@@ -104,7 +121,7 @@ class Topics:
             if count is None:
                 raise TransportError(f"Kafka topic {name} was created but is not visible")
             if count < self.partitions and not name.endswith(".dlq"):
-                raise TransportError(
+                raise TopicMismatch(
                     f"Kafka topic {name} has {count} partitions, fewer than the "
                     f"{self.partitions} configured (--kafka-partitions); use a new "
                     f"--kafka-topic-prefix or lower the setting (adding partitions to the "

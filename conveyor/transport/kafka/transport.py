@@ -2,7 +2,10 @@
 
 * ``start`` makes sure the topics exist and joins each queue's consumer group (all
   workers of a queue share one group; partitions are spread with cooperative-sticky
-  assignment).
+  assignment). While no broker answers it waits and retries with capped exponential
+  backoff (one log line per attempt; :attr:`KafkaTransport.not_ready` says why, for
+  readiness), and it returns without joining once ``stopping`` is set, so a process
+  waiting for its broker still stops at once on SIGTERM.
 * ``receive`` leases the buffered messages' operations in the store
   (:meth:`OutboxStore.claim_delivered`): the lease, its fencing token and the per-key
   order check stay in PostgreSQL, so the recorded outcome is exactly-once whatever Kafka
@@ -24,11 +27,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ...errors import TransportError
 from ...model import Claim
 from ...store.base import OutboxStore
+from .client import KafkaClient
 from .consumer import Entry, QueueConsumer
 from .messages import group_id
-from .topics import Topics
+from .topics import TopicMismatch, Topics
 
 log = logging.getLogger("conveyor.kafka")
 
@@ -52,10 +57,26 @@ class KafkaSettings:
     max_poll_interval_s: float = 300.0
     """Kafka's limit between polls; the consumer thread polls continuously, so slow tasks
     never reach it."""
+    start_backoff_s: float = 0.5
+    """First wait between start-up attempts while no broker answers; doubles each time."""
+    start_backoff_max_s: float = 5.0
+    """Longest wait between start-up attempts."""
+    start_probe_s: float = 2.0
+    """How long one start-up attempt waits for a broker's answer."""
+    client: KafkaClient | None = None
+    """Shared client settings and log; ``None``: plain ``bootstrap``, a log of its own."""
+
+    def __post_init__(self) -> None:
+        if self.client is None:
+            object.__setattr__(self, "client", KafkaClient(self.bootstrap))
+
+    @property
+    def kafka_client(self) -> KafkaClient:
+        assert self.client is not None  # set by __post_init__
+        return self.client
 
     def consumer_settings(self, queue: str, client_id: str) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": self.bootstrap,
+        return self.kafka_client.settings(**{
             "group.id": group_id(self.topic_prefix, queue),
             "client.id": client_id,
             "partition.assignment.strategy": "cooperative-sticky",
@@ -67,19 +88,23 @@ class KafkaSettings:
             "max.poll.interval.ms": int(self.max_poll_interval_s * 1000),
             "reconnect.backoff.max.ms": 1000,
             "fetch.wait.max.ms": 50,
-            "logger": logging.getLogger("conveyor.kafka.client"),  # not raw stderr lines
-        }
+        })
 
 
 class KafkaTransport:
     """The :class:`~conveyor.transport.base.Transport` port on Kafka."""
 
     def __init__(self, store: OutboxStore, settings: KafkaSettings,
-                 topics: Topics | None = None) -> None:
+                 topics: Topics | None = None, *,
+                 stopping: asyncio.Event | None = None) -> None:
         self._store = store
         self.settings = settings
-        self.topics = topics or Topics(settings.bootstrap, settings.partitions,
+        self.topics = topics or Topics(settings.kafka_client, settings.partitions,
                                        settings.topic_prefix, settings.replication_factor)
+        self._stopping = stopping or asyncio.Event()
+        self.not_ready: str | None = "not started"
+        """Why this transport does not deliver yet (``None`` once it does)."""
+        self.start_attempts = 0
         self._consumers: list[QueueConsumer] = []
         self._worker_id = ""
         self._wakeup = asyncio.Event()
@@ -89,7 +114,9 @@ class KafkaTransport:
     async def start(self, queues: Sequence[str], worker_id: str) -> None:
         self._loop = asyncio.get_running_loop()
         self._worker_id = worker_id
-        await asyncio.to_thread(self.topics.ensure, list(queues))
+        if not await self._until_topics(list(queues)):
+            self.not_ready = "stopped before Kafka answered"
+            return
         for queue in queues:
             consumer = QueueConsumer(
                 self.settings.consumer_settings(queue, worker_id), self.topics.topic(queue),
@@ -97,6 +124,39 @@ class KafkaTransport:
                 drain_s=self.settings.drain_s)
             consumer.start()
             self._consumers.append(consumer)
+        self.not_ready = None
+
+    async def _until_topics(self, queues: list[str]) -> bool:
+        """Ensure the queues' topics, retrying while no broker answers; ``False`` if
+        ``stopping`` was set first. A topic with too few partitions raises at once."""
+        s = self.settings
+        delay_s = s.start_backoff_s
+        while not self._stopping.is_set():
+            self.start_attempts += 1
+            try:
+                await asyncio.to_thread(self._reach_and_ensure, queues)
+            except TopicMismatch:
+                raise
+            except TransportError as exc:
+                client_error = s.kafka_client.log.last_error()
+                self.not_ready = f"waiting for Kafka: {exc}" + (
+                    f" (client: {client_error})" if client_error else "")
+                log.warning("Kafka at %s does not answer yet (attempt %d): %s; retrying "
+                            "in %.1f s", s.kafka_client.shown(), self.start_attempts, exc,
+                            delay_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay_s)
+                delay_s = min(delay_s * 2, s.start_backoff_max_s)
+                continue
+            if self.start_attempts > 1:
+                log.info("Kafka at %s answers after %d attempts", s.kafka_client.shown(),
+                         self.start_attempts)
+            return True
+        return False
+
+    def _reach_and_ensure(self, queues: list[str]) -> None:
+        self.topics.check_reachable(self.settings.start_probe_s)
+        self.topics.ensure(queues)
 
     def _wake_threadsafe(self) -> None:
         loop = self._loop
