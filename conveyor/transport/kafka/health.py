@@ -11,7 +11,9 @@ from .client import KafkaClient, as_client
 
 class KafkaPing:
     """Asks the cluster for its metadata; :meth:`ping` raises :class:`TransportError`
-    when no broker answers within ``timeout_s``. One admin client, reused."""
+    when no broker answers within ``timeout_s``, with the client's latest error (e.g.
+    connection refused, authentication failed) when there is one. One admin client,
+    reused."""
 
     def __init__(self, client: KafkaClient | str, timeout_s: float = 2.0) -> None:
         self.client = as_client(client)
@@ -31,7 +33,10 @@ class KafkaPing:
         try:
             meta = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
-            raise TransportError(f"Kafka at {self.bootstrap} does not answer: {exc}") from exc
+            self._admin.poll(0)  # its queued log lines and errors first
+            recent = self.client.log.last_error()
+            raise TransportError(f"Kafka at {self.bootstrap} does not answer: {exc}" + (
+                f" (client: {recent})" if recent else "")) from exc
         finally:
             self._admin.poll(0)  # hand queued client log lines to ``logging``
         if not meta.brokers:
