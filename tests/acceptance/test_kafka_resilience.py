@@ -13,15 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.test_kafka_fleet import OPS_SQL, check_outcomes
 from tests.support.fleet import (
-    kafka_env,
-    migrate,
+    OPS_SQL,
+    check_outcomes,
     query,
-    start_api,
+    start_kafka_fleet,
     start_relay,
-    start_worker,
-    wait_workers,
+    stop_all,
+    submit_keyed,
 )
 from tests.support.kafka import bootstrap, broker, unique_prefix
 from tests.support.postgres import create_database, drop_database
@@ -34,57 +33,30 @@ KEYS = 60
 BATCH = 500
 
 
-def _submit(api: ConveyorProcess, acknowledged: list[str], errors: list[str]) -> None:
-    import httpx
-
-    per_key = OPS // KEYS
-    bodies = [{"task": "test.record", "key": f"k{k}", "args": {"n": n, "sleep_s": 0.002}}
-              for n in range(per_key) for k in range(KEYS)]
-    with httpx.Client(base_url=api.url, timeout=120) as client:
-        for i in range(0, len(bodies), BATCH):
-            answer = client.post("/v1/jobs/batch", json={"jobs": bodies[i:i + BATCH]})
-            if answer.status_code != 202:
-                errors.append(f"{answer.status_code} {answer.text[:300]}")
-                return
-            acknowledged.extend(answer.json()["ids"])
-
-
 def _run(tmp_path: Path, disrupt: Callable[[str, dict[str, ConveyorProcess],
                                             dict[str, str]], None],
          relay_env: dict[str, str] | None = None) -> None:
-    address = bootstrap()
     url = create_database("conveyor_kafka_resilience")
-    record_log = tmp_path / "executions.log"
-    env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": "3",
-           "CONVEYOR_RESCUE_INTERVAL_S": "0.5", "CONVEYOR_RECONCILE_AFTER_S": "0",
-           **kafka_env(address, unique_prefix("res"), 6)}
     procs: dict[str, ConveyorProcess] = {}
     try:
-        done = migrate(url, tmp_path)
-        assert done.returncode == 0, done.stderr
-        procs["api"] = start_api(url, tmp_path, "api", env)
-        procs["relay"] = start_relay(url, tmp_path, "relay", {**env, **(relay_env or {})})
-        for i in range(2):
-            procs[f"worker-{i}"] = start_worker(url, tmp_path, f"worker-{i}", env)
-        wait_workers(procs["api"], {p.proc.pid for n, p in procs.items()
-                                    if n.startswith("worker") and p.proc})
+        fleet = start_kafka_fleet(url, tmp_path, bootstrap(), unique_prefix("res"),
+                                  partitions=6, workers=2, lease_s=3, procs=procs,
+                                  relay_env=relay_env)
         acknowledged: list[str] = []
         errors: list[str] = []
-        submitter = threading.Thread(target=_submit, args=(procs["api"], acknowledged, errors))
+        submitter = threading.Thread(target=submit_keyed, args=(
+            fleet.api, list(range(KEYS)), OPS // KEYS, BATCH, 0.002, acknowledged, errors))
         submitter.start()
-        disrupt(url, procs, env)
+        disrupt(url, procs, fleet.env)
         submitter.join(300)
         assert errors == []
         assert len(acknowledged) == OPS
-        wait_until(lambda: query(url, "SELECT count(*) FILTER (WHERE status = 'succeeded') "
-                                 "AS n FROM operations")[0]["n"] >= OPS, 300, 0.5)
+        wait_until(lambda: _succeeded(url) >= OPS, 300, 0.5)
         ops = query(url, OPS_SQL)
     finally:
-        for p in procs.values():
-            if p.proc is not None and p.proc.poll() is None:
-                p.stop()
+        stop_all(procs.values())
         drop_database(url)
-    executions = check_outcomes(ops, acknowledged, record_log, OPS // KEYS)
+    executions = check_outcomes(ops, acknowledged, fleet.record_log, OPS // KEYS)
     # No worker died: every operation ran exactly once, whatever Kafka redelivered.
     assert max(executions.values()) == 1
 

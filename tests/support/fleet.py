@@ -1,10 +1,16 @@
-"""A PostgreSQL-tier fleet for acceptance tests: ``conveyor api`` and ``conveyor worker``
-processes on one fresh database, and direct SQL reads of the outcome."""
+"""Fleets for acceptance tests: ``conveyor api``, ``worker`` and ``relay`` processes on
+one fresh database (PostgreSQL or Kafka tier), killing a busy worker, submitting keyed
+work, and checking the outcome with direct SQL reads."""
 
 from __future__ import annotations
 
+import collections
+import itertools
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +68,143 @@ def start_relay(url: str, tmp: Path, name: str, env: dict[str, str]) -> Conveyor
     """``conveyor relay`` (Kafka settings come from ``env``, see :func:`kafka_env`)."""
     proc = ConveyorProcess(["relay", "--store", url], tmp / f"{name}.log", env=env)
     return proc.start()
+
+
+@dataclass
+class KilledWorker:
+    """A worker ``kill -9``-ed while it held leases, and which operations it held."""
+
+    worker_id: str
+    held: set[str]
+    killed_at_s: float
+    """``time.monotonic()`` right after the kill."""
+
+    def wait_rescued(self, url: str, timeout_s: float) -> float:
+        """Wait until none of its operations is still running under its id; returns the
+        seconds since the kill."""
+        wait_until(lambda: not query(url, "SELECT 1 FROM operations WHERE status = "
+                                     "'running' AND worker_id = %s LIMIT 1",
+                                     (self.worker_id,)), timeout_s, 0.05)
+        return time.monotonic() - self.killed_at_s
+
+
+def kill_busy_worker(url: str, api: ConveyorProcess, victim: ConveyorProcess, *,
+                     min_running: int, min_succeeded: int,
+                     timeout_s: float) -> KilledWorker:
+    """``kill -9`` ``victim`` once it runs at least ``min_running`` operations and the
+    fleet has finished more than ``min_succeeded``; returns what it held then."""
+    assert victim.proc is not None
+    pid = victim.proc.pid
+    victim_id = next(w["id"] for w in wait_workers(api, {pid}) if w["pid"] == pid)
+
+    def running(worker_id: str) -> int:
+        return int(query(url, "SELECT count(*) AS n FROM operations WHERE status = "
+                         "'running' AND worker_id = %s", (worker_id,))[0]["n"])
+
+    wait_until(lambda: running(victim_id) >= min_running
+               and query(url, "SELECT count(*) AS n FROM operations WHERE status = "
+                         "'succeeded'")[0]["n"] > min_succeeded, timeout_s, 0.05)
+    victim.kill9()
+    killed_at_s = time.monotonic()
+    held = {str(r["id"]) for r in query(url, "SELECT id FROM operations WHERE status = "
+                                        "'running' AND worker_id = %s", (victim_id,))}
+    return KilledWorker(victim_id, held, killed_at_s)
+
+
+def submit_keyed(api: ConveyorProcess, keys: list[int], per_key: int, batch: int,
+                 sleep_s: float, acknowledged: list[str], errors: list[str]) -> None:
+    """Submit ``per_key`` ``test.record`` operations for each key in batches, one after the
+    other (for every key, submission order is the order of ``n``); job ids go to
+    ``acknowledged``, a refused batch to ``errors`` (and stops)."""
+    bodies = [{"task": "test.record", "key": f"k{k}", "args": {"n": n, "sleep_s": sleep_s}}
+              for n in range(per_key) for k in keys]
+    with httpx.Client(base_url=api.url, timeout=120) as client:
+        for i in range(0, len(bodies), batch):
+            answer = client.post("/v1/jobs/batch", json={"jobs": bodies[i:i + batch]})
+            if answer.status_code != 202:
+                errors.append(f"{answer.status_code} {answer.text[:300]}")
+                return
+            acknowledged.extend(answer.json()["ids"])
+
+
+OPS_SQL = ("SELECT o.id, o.job_id, o.key, o.args, o.status, o.attempts, o.result, "
+           "o.started_at, o.finished_at, o.seq, j.status AS job_status "
+           "FROM operations o JOIN jobs j ON j.id = o.job_id ORDER BY o.seq")
+"""Every operation with its job's status, in submission order (for :func:`check_outcomes`)."""
+
+
+def check_outcomes(ops: list[dict[str, Any]], acknowledged: list[str], record_log: Path,
+                   per_key: int) -> collections.Counter[str]:
+    """Every acknowledged job (and nothing else) succeeded, results match, an operation
+    ran at most once per attempt, and per-key order held; returns how often each
+    operation ran."""
+    assert sorted(str(r["job_id"]) for r in ops) == sorted(acknowledged)
+    assert all(r["status"] == "succeeded" and r["job_status"] == "succeeded" for r in ops)
+    assert all(r["result"] == r["args"]["n"] for r in ops)
+    executions = collections.Counter(line.split()[0] for line in
+                                     record_log.read_text().splitlines() if line)
+    assert set(executions) == {r["id"] for r in ops}
+    assert all(executions[str(r["id"])] <= int(r["attempts"]) for r in ops)
+    by_key: dict[object, list[dict[str, Any]]] = collections.defaultdict(list)
+    for r in ops:
+        by_key[r["key"]].append(r)
+    for key, rows in by_key.items():
+        assert [r["args"]["n"] for r in rows] == list(range(per_key)), key
+        for earlier, later in itertools.pairwise(rows):
+            assert earlier["finished_at"] <= later["started_at"], (key, earlier["id"])
+    return executions
+
+
+def wait_finished(url: str, ops: int, timeout_s: float) -> None:
+    """Wait until ``ops`` operations are terminal (succeeded, dead or cancelled)."""
+    def finished() -> bool:
+        [row] = query(url, "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'dead', "
+                      "'cancelled')) AS done FROM operations")
+        return int(row["done"]) >= ops
+
+    wait_until(finished, timeout_s, 0.2)
+
+
+def stop_all(procs: Iterable[ConveyorProcess]) -> None:
+    """SIGTERM every process still running (SIGKILL after its timeout)."""
+    for p in procs:
+        if p.proc is not None and p.proc.poll() is None:
+            p.stop()
+
+
+@dataclass
+class KafkaFleet:
+    """``conveyor api``, ``conveyor relay`` and workers of the Kafka tier on one fresh
+    database and topic prefix; ``env`` is what they were started with."""
+
+    url: str
+    env: dict[str, str]
+    record_log: Path
+    api: ConveyorProcess
+    procs: dict[str, ConveyorProcess] = field(default_factory=dict)
+
+    @property
+    def workers(self) -> list[ConveyorProcess]:
+        return [p for name, p in self.procs.items() if name.startswith("worker")]
+
+
+def start_kafka_fleet(url: str, tmp: Path, bootstrap: str, prefix: str, *, partitions: int,
+                      workers: int, lease_s: float, procs: dict[str, ConveyorProcess],
+                      relay_env: dict[str, str] | None = None) -> KafkaFleet:
+    """Migrate ``url`` and start the fleet, every worker registered. Reconciliation is off:
+    nothing may be recovered by re-dispatching lost messages. The processes go into
+    ``procs`` as they start (``api``, ``relay``, ``worker-N``), so the caller's cleanup
+    stops them even if a later one fails to start."""
+    record_log = tmp / "executions.log"
+    env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": str(lease_s),
+           "CONVEYOR_RESCUE_INTERVAL_S": "0.5", "CONVEYOR_RECONCILE_AFTER_S": "0",
+           **kafka_env(bootstrap, prefix, partitions)}
+    done = migrate(url, tmp)
+    assert done.returncode == 0, done.stderr
+    procs["api"] = start_api(url, tmp, "api", env)
+    procs["relay"] = start_relay(url, tmp, "relay", {**env, **(relay_env or {})})
+    for i in range(workers):
+        procs[f"worker-{i}"] = start_worker(url, tmp, f"worker-{i}", env)
+    fleet = KafkaFleet(url, env, record_log, procs["api"], procs)
+    wait_workers(fleet.api, {w.proc.pid for w in fleet.workers if w.proc})
+    return fleet
