@@ -346,8 +346,7 @@ def test_401_asks_for_a_key_once_and_every_call_then_sends_it(
     dialog.wait_for()
     assert "401" in dialog.inner_text()
     page.screenshot(path=screenshots / "key-dialog.png")
-    page.fill("#key-dialog input[name=key]", "good-key")
-    page.click("#key-dialog button[type=submit]")
+    enter_key(page, "good-key")
     dialog.wait_for(state="hidden")
     headers.clear()
     page.locator("#queues-table tr[data-queue=default]").wait_for()
@@ -359,6 +358,27 @@ def test_401_asks_for_a_key_once_and_every_call_then_sends_it(
     tab.assert_clean()
 
 
+def enter_key(page: Any, key: str) -> None:
+    """Type ``key`` into the open API-key dialog and submit it."""
+    page.fill("#key-dialog input[name=key]", key)
+    page.click("#key-dialog button[type=submit]")
+
+
+def replay_is_refused(tab: Tab, job: dict[str, Any], op: dict[str, Any],
+                      screenshot: Path) -> None:
+    """With a key lacking the admin scope entered: replaying the dead ``op`` from the
+    DLQ page is refused, and the page says the key needs the admin scope."""
+    page = tab.page
+    tab.goto(f"/dlq?job_id={job['id']}")
+    row = page.locator(f"#dlq-table tr[data-id='{op['id']}']")
+    row.locator("button:has-text('Replay')").click()
+    page.locator("#confirm-dialog [data-action=confirm]").click()
+    notice = page.locator(".notice-error")
+    notice.wait_for()
+    assert FORBIDDEN_TEXT in notice.inner_text().lower()
+    page.screenshot(path=screenshot)
+
+
 def test_403_on_replay_says_the_key_needs_admin_scope(
         tab: Tab, server: ConveyorProcess, screenshots: Path) -> None:
     tab.allowed.append(LOAD_ERROR)
@@ -367,16 +387,8 @@ def test_403_on_replay_says_the_key_needs_admin_scope(
     simulate_auth(page, {"read-key": {"read"}})
     tab.goto("/overview")
     page.locator("#key-dialog").wait_for()
-    page.fill("#key-dialog input[name=key]", "read-key")
-    page.click("#key-dialog button[type=submit]")
-    tab.goto(f"/dlq?job_id={job['id']}")
-    row = page.locator(f"#dlq-table tr[data-id='{op['id']}']")
-    row.locator("button:has-text('Replay')").click()
-    page.locator("#confirm-dialog [data-action=confirm]").click()
-    notice = page.locator(".notice-error")
-    notice.wait_for()
-    assert FORBIDDEN_TEXT in notice.inner_text().lower()
-    page.screenshot(path=screenshots / "dlq-forbidden.png")
+    enter_key(page, "read-key")
+    replay_is_refused(tab, job, op, screenshots / "dlq-forbidden.png")
     after = httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["operations"][0]
     assert after["finished_at"] == op["finished_at"], "nothing was replayed"
     tab.assert_clean()
@@ -426,16 +438,8 @@ def test_key_without_admin_scope_cannot_replay(browser: Any, server: ConveyorPro
         tab.goto("/overview")
         page.locator("#live-status.live-ok").wait_for()
         page.click("#key-button")
-        page.fill("#key-dialog input[name=key]", key)
-        page.click("#key-dialog button[type=submit]")
-        tab.goto(f"/dlq?job_id={job['id']}")
-        row = page.locator(f"#dlq-table tr[data-id='{op['id']}']")
-        row.locator("button:has-text('Replay')").click()
-        page.locator("#confirm-dialog [data-action=confirm]").click()
-        notice = page.locator(".notice-error")
-        notice.wait_for()
-        assert FORBIDDEN_TEXT in notice.inner_text().lower()
-        page.screenshot(path=screenshots / "dlq-forbidden-real.png")
+        enter_key(page, key)
+        replay_is_refused(tab, job, op, screenshots / "dlq-forbidden-real.png")
         assert page.evaluate("sessionStorage.getItem('conveyor.apiKey')") == key
         after = httpx.get(f"{server.url}/v1/jobs/{job['id']}").json()["operations"][0]
         assert after["status"] == "dead" and after["finished_at"] == op["finished_at"]
