@@ -6,11 +6,14 @@ for queues not named). Above ``warn``, low-priority jobs are refused (429); abov
 touched and workers keep claiming as usual, so the backlog drains and submissions are
 accepted again once the depth falls back (within ``refresh_s``).
 
-Depth comes from :data:`DepthSource` functions, read at most every ``refresh_s`` and
-combined by taking the largest value per queue: the store's ready count by default
-(:func:`store_ready_depth`); a transport with its own backlog (e.g. consumer lag on a
-log) adds its own source. A source that fails is ignored for that refresh: a depth that
-cannot be read never refuses work (the store's own errors surface on insert anyway).
+Depth comes from :data:`DepthSource` functions, read in order at most every
+``refresh_s`` and combined by taking the largest value per queue: the store's ready count
+first (:func:`store_ready_depth`, every queue the store knows); a transport with its own
+backlog (e.g. consumer lag on a log) adds its own source. Each source is given what the
+earlier ones of the same refresh found, so a later source learns the queues without
+asking the store again: one refresh reads the store's statistics once. A source that
+fails is ignored for that refresh: a depth that cannot be read never refuses work (the
+store's own errors surface on insert anyway).
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ from .model import NewJob, OpStatus
 from .store.base import Store
 
 log = logging.getLogger("conveyor.backpressure")
-DepthSource = Callable[[], Awaitable[Mapping[str, int]]]
-"""Returns ``{queue: depth}``: how many operations wait to be worked on in each queue."""
+DepthSource = Callable[[Mapping[str, int]], Awaitable[Mapping[str, int]]]
+"""Given the depths the earlier sources of this refresh found (``{queue: depth}``, the
+store's ready counts for every queue it knows when the store source came first), returns
+``{queue: depth}``: how many operations wait to be worked on in each queue."""
 
 
 def store_ready_depth(store: Store) -> DepthSource:
     """Ready (``queued``) operations per queue, all tenants together: workers are shared,
-    so a queue is deep for everyone."""
+    so a queue is deep for everyone. Every queue the store knows is in the result (0 when
+    none is ready), so later sources may take their queue list from it."""
 
-    async def depth() -> Mapping[str, int]:
+    async def depth(_found: Mapping[str, int]) -> Mapping[str, int]:
         return {q.queue: int(q.counts.get(OpStatus.QUEUED.value, 0))
                 for q in await store.stats(None)}
 
@@ -69,7 +75,7 @@ class Backpressure:
                 merged: dict[str, int] = {}
                 for source in self._sources:
                     try:
-                        found = await source()
+                        found = await source(merged)
                     except Exception as exc:  # unknown depth never refuses work
                         log.warning("backpressure: a depth source failed: %s", exc)
                         continue

@@ -165,12 +165,16 @@ def make_readiness(config: Config, store: Store, *, kafka_client: Any = None,
 def transport_depth(service: Service) -> DepthSource | None:
     """Backpressure's view of the transport's backlog (Kafka: consumer lag plus the
     outbox rows not yet published, per queue), or ``None`` on the store transport, whose
-    backlog is the store's ready depth already counted."""
+    backlog is the store's ready depth already counted. Its queues are those the store's
+    source found earlier in the same refresh (see :mod:`conveyor.backpressure`): the
+    store's statistics are not read a second time; with none found it adds nothing."""
     if service.transport_stats_source is None:
         return None
 
-    async def depth() -> Mapping[str, int]:
-        queues = [q.queue for q in await service.store.stats(None)]
+    async def depth(found: Mapping[str, int]) -> Mapping[str, int]:
+        queues = sorted(found)
+        if not queues:
+            return {}
         stats = await service.transport_stats(queues) or {}
         backlog = stats.get("outbox_backlog") or {}
         lags = stats.get("queues") or {}

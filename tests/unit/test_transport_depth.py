@@ -1,5 +1,7 @@
 """Backpressure's depth from a log transport: consumer lag plus unpublished outbox rows,
-per queue (pure logic over a memory store and canned transport figures)."""
+per queue, for the queues the store's source found in the same refresh; one refresh reads
+the store's statistics once (pure logic over a memory store and canned transport
+figures)."""
 
 from __future__ import annotations
 
@@ -7,31 +9,62 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.backpressure import Backpressure, store_ready_depth
 from conveyor.config import Config
-from conveyor.model import NewJob, NewOperation
+from conveyor.model import NewJob, NewOperation, QueueStats
 from conveyor.service import Service, TaskCatalog
 from conveyor.store.memory import MemoryStore
 from conveyor.wiring import transport_depth
 
 
+class CountingStore(MemoryStore):
+    """Counts how often the statistics are read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats_reads = 0
+
+    async def stats(self, tenant: str | None = None) -> list[QueueStats]:
+        self.stats_reads += 1
+        return await super().stats(tenant)
+
+
 def _service(figures: dict[str, Any] | None) -> Service:
-    store = MemoryStore()
+    store = CountingStore()
+    asked: list[Sequence[str]] = []
 
     async def stats(queues: Sequence[str]) -> dict[str, Any]:
+        asked.append(list(queues))
         if figures is None:
             raise RuntimeError("Kafka is down")
         return figures
 
-    return Service(store, TaskCatalog(store, None), Config().limits, transport_stats=stats)
+    service = Service(store, TaskCatalog(store, None), Config().limits,
+                      transport_stats=stats)
+    service.asked = asked  # type: ignore[attr-defined]
+    return service
 
 
-def _depth(service: Service) -> dict[str, int]:
+async def _fill(service: Service) -> None:
+    await service.store.insert_jobs([
+        NewJob((NewOperation("sys.noop", {}),), queue=q) for q in ("a", "a", "b")])
+
+
+def _backpressure_depths(service: Service, refreshes: int = 1) -> dict[str, int]:
+    """Depths as the API's backpressure sees them: the store's source, then the
+    transport's, re-read ``refreshes`` times."""
+
     async def run() -> dict[str, int]:
-        await service.store.insert_jobs([
-            NewJob((NewOperation("sys.noop", {}),), queue=q) for q in ("a", "b")])
+        await _fill(service)
         source = transport_depth(service)
         assert source is not None
-        return dict(await source())
+        backpressure = Backpressure({"*": (10, 100)},
+                                    [store_ready_depth(service.store), source],
+                                    refresh_s=1e-9)
+        found: dict[str, int] = {}
+        for _ in range(refreshes):
+            found = dict(await backpressure.depths())
+        return found
 
     return asyncio.run(run())
 
@@ -39,11 +72,29 @@ def _depth(service: Service) -> dict[str, int]:
 def test_lag_and_outbox_backlog_add_up_per_queue() -> None:
     figures = {"kind": "kafka", "outbox_backlog": {"a": 5, "b": 0},
                "queues": {"a": {"lag": 40, "partitions": []}}}
-    assert _depth(_service(figures)) == {"a": 45, "b": 0}
+    service = _service(figures)
+    # a: lag 40 + backlog 5 beats its 2 ready operations; b: 1 ready, nothing in Kafka
+    assert _backpressure_depths(service) == {"a": 45, "b": 1}
+    assert service.asked == [["a", "b"]]  # type: ignore[attr-defined]
+
+
+def test_each_refresh_reads_the_store_statistics_once() -> None:
+    service = _service({"kind": "kafka", "outbox_backlog": {}, "queues": {}})
+    _backpressure_depths(service, refreshes=3)
+    assert service.store.stats_reads == 3  # type: ignore[attr-defined]
+    assert len(service.asked) == 3  # type: ignore[attr-defined]
 
 
 def test_an_unreachable_transport_adds_nothing() -> None:
-    assert _depth(_service(None)) == {"a": 0, "b": 0}
+    assert _backpressure_depths(_service(None)) == {"a": 2, "b": 1}
+
+
+def test_no_queue_known_asks_the_transport_nothing() -> None:
+    service = _service({"kind": "kafka", "outbox_backlog": {"a": 9}, "queues": {}})
+    source = transport_depth(service)
+    assert source is not None
+    assert asyncio.run(source({})) == {}
+    assert service.asked == []  # type: ignore[attr-defined]
 
 
 def test_the_store_transport_has_no_extra_source() -> None:
