@@ -46,6 +46,13 @@ PartitionsOpt = Annotated[int | None, typer.Option(
 PrefixOpt = Annotated[str | None, typer.Option(
     "--kafka-topic-prefix", help="Topic and group name prefix (CONVEYOR_KAFKA_TOPIC_PREFIX, "
     "default 'conveyor.')")]
+KafkaOptionOpt = Annotated[list[str] | None, typer.Option(
+    "--kafka-option", help="A Kafka client property key=value for every producer, consumer "
+    "and admin client, e.g. security.protocol=SASL_SSL; repeatable "
+    "(CONVEYOR_KAFKA_OPTIONS, comma-separated)")]
+KafkaOptionsFileOpt = Annotated[str | None, typer.Option(
+    "--kafka-options-file", help="A file of Kafka client properties, key=value per line "
+    "(CONVEYOR_KAFKA_OPTIONS_FILE): the place for passwords")]
 RelayOpt = Annotated[bool | None, typer.Option(
     "--relay/--no-relay", help="Run the outbox relay in this process (Kafka tier; "
     "CONVEYOR_RELAY_IN_PROCESS)")]
@@ -100,13 +107,15 @@ def serve(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
           concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None,
           transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
           kafka_partitions: PartitionsOpt = None, kafka_topic_prefix: PrefixOpt = None,
-          relay: RelayOpt = None) -> None:
+          relay: RelayOpt = None, kafka_option: KafkaOptionOpt = None,
+          kafka_options_file: KafkaOptionsFileOpt = None) -> None:
     """Run the API and a worker in one process (the embedded tier: SQLite by default)."""
     config = _config(store=store, host=host, port=port, tasks=_split(tasks),
                      queues=_split(queues), concurrency=concurrency, processes=processes,
                      transport=transport, kafka_bootstrap=kafka_bootstrap,
                      kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
-                     relay_in_process=relay)
+                     relay_in_process=relay, kafka_options=kafka_option or None,
+                     kafka_options_file=kafka_options_file)
     _run(config, api=True, worker=True, migrate=config.store.startswith("sqlite"))
 
 
@@ -114,12 +123,15 @@ def serve(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
 def api(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
         tasks: TasksOpt = None, transport: TransportOpt = None,
         kafka_bootstrap: KafkaOpt = None, kafka_partitions: PartitionsOpt = None,
-        kafka_topic_prefix: PrefixOpt = None, relay: RelayOpt = None) -> None:
+        kafka_topic_prefix: PrefixOpt = None, relay: RelayOpt = None,
+        kafka_option: KafkaOptionOpt = None,
+        kafka_options_file: KafkaOptionsFileOpt = None) -> None:
     """Run the HTTP API only (workers run elsewhere on the same store)."""
     config = _config(store=store, host=host, port=port, tasks=_split(tasks),
                      transport=transport, kafka_bootstrap=kafka_bootstrap,
                      kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
-                     relay_in_process=relay)
+                     relay_in_process=relay, kafka_options=kafka_option or None,
+                     kafka_options_file=kafka_options_file)
     _run(config, api=True, worker=False, migrate=False)
 
 
@@ -128,12 +140,15 @@ def worker(store: StoreOpt = None, tasks: TasksOpt = None, queues: QueuesOpt = N
            concurrency: ConcurrencyOpt = None, processes: ProcessesOpt = None,
            transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
            metrics_port: MetricsPortOpt = None, kafka_partitions: PartitionsOpt = None,
-           kafka_topic_prefix: PrefixOpt = None) -> None:
+           kafka_topic_prefix: PrefixOpt = None, kafka_option: KafkaOptionOpt = None,
+           kafka_options_file: KafkaOptionsFileOpt = None) -> None:
     """Run a worker only."""
     config = _config(store=store, tasks=_split(tasks), queues=_split(queues),
                      concurrency=concurrency, processes=processes, transport=transport,
                      kafka_bootstrap=kafka_bootstrap, metrics_port=metrics_port,
-                     kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix)
+                     kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
+                     kafka_options=kafka_option or None,
+                     kafka_options_file=kafka_options_file)
     _run(config, api=False, worker=True, migrate=False)
 
 
@@ -141,12 +156,14 @@ def worker(store: StoreOpt = None, tasks: TasksOpt = None, queues: QueuesOpt = N
 def relay(store: StoreOpt = None, kafka_bootstrap: KafkaOpt = None,
           transport: TransportOpt = None, kafka_partitions: PartitionsOpt = None,
           kafka_topic_prefix: PrefixOpt = None, host: HostOpt = None,
-          metrics_port: MetricsPortOpt = None) -> None:
+          metrics_port: MetricsPortOpt = None, kafka_option: KafkaOptionOpt = None,
+          kafka_options_file: KafkaOptionsFileOpt = None) -> None:
     """Run the outbox relay only (Kafka tier): publish due operations to Kafka."""
     config = _config(store=store, transport=transport or "kafka",
                      kafka_bootstrap=kafka_bootstrap, kafka_partitions=kafka_partitions,
                      kafka_topic_prefix=kafka_topic_prefix, host=host,
-                     metrics_port=metrics_port)
+                     metrics_port=metrics_port, kafka_options=kafka_option or None,
+                     kafka_options_file=kafka_options_file)
     if config.transport != "kafka":
         fail("the relay serves the Kafka tier: --transport kafka", code=2)
     _run(config, api=False, worker=False, migrate=False, relay=True)

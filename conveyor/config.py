@@ -58,7 +58,7 @@ class Config:
     kafka_park_s: float = 0.5
     """An operation held back by an earlier open operation of its key re-enters Kafka
     after this long (so a backoff never blocks its partition)."""
-    kafka_options: tuple[str, ...] = ()
+    kafka_options: tuple[str, ...] = field(default=(), repr=False)
     """Extra librdkafka client properties, ``key=value`` each (``--kafka-option``,
     repeatable; comma-separated in ``CONVEYOR_KAFKA_OPTIONS``), for every producer,
     consumer and admin client: e.g. ``security.protocol=SASL_SSL``. Values are never

@@ -23,7 +23,9 @@
 #   kafka.out   the JVM's own stdout/stderr
 #
 # Environment: CONVEYOR_KAFKA_VERSION (default 4.2.0), CONVEYOR_KAFKA_START_TIMEOUT
-# (seconds, default 90), CONVEYOR_KAFKA_HEAP (default 512m).
+# (seconds, default 90), CONVEYOR_KAFKA_HEAP (default 512m), CONVEYOR_KAFKA_EXTRA_PROPERTIES
+# (a file appended to server.properties, later keys win; @PORT@ and @CONTROLLER_PORT@
+# in it are replaced by the ports: e.g. an extra SASL listener for tests).
 set -euo pipefail
 
 LOG_TAG=kafka.sh
@@ -235,6 +237,13 @@ group.initial.rebalance.delay.ms=0
 broker.session.timeout.ms=3000
 broker.heartbeat.interval.ms=500
 EOF
+  if [ -n "${CONVEYOR_KAFKA_EXTRA_PROPERTIES:-}" ]; then
+    [ -f "$CONVEYOR_KAFKA_EXTRA_PROPERTIES" ] ||
+      die "CONVEYOR_KAFKA_EXTRA_PROPERTIES: no such file: $CONVEYOR_KAFKA_EXTRA_PROPERTIES"
+    printf '# From %s:\n' "$CONVEYOR_KAFKA_EXTRA_PROPERTIES" >>"$PROPERTIES"
+    sed -e "s/@PORT@/$PORT/g" -e "s/@CONTROLLER_PORT@/$CONTROLLER_PORT/g" \
+      "$CONVEYOR_KAFKA_EXTRA_PROPERTIES" >>"$PROPERTIES"
+  fi
 
   # log4j2: WARN everywhere, INFO for KafkaRaftServer (its "Kafka Server started" line
   # is the readiness signal). Appends, so a restart keeps the earlier history.

@@ -95,14 +95,18 @@ def broker(command: str, services_dir: str | None = None) -> str:
 class PrivateBroker:
     """A broker of this test's own (``scripts/kafka.sh`` with a private
     ``CONVEYOR_SERVICES_DIR``): killing it disturbs nobody else. ``start`` prints its
-    address; ``kill`` keeps its port, so ``restart`` brings it back at the same address."""
+    address; ``kill`` keeps its port, so ``restart`` brings it back at the same address.
+    ``extra_properties`` is appended to its ``server.properties`` (see scripts/kafka.sh)."""
 
-    def __init__(self, services_dir: Path) -> None:
+    def __init__(self, services_dir: Path, extra_properties: Path | None = None) -> None:
         self.services_dir = services_dir
+        self.extra_properties = extra_properties
         self.address = ""
 
     def run(self, command: str) -> str:
         env = {**os.environ, "CONVEYOR_SERVICES_DIR": str(self.services_dir)}
+        if self.extra_properties is not None:
+            env["CONVEYOR_KAFKA_EXTRA_PROPERTIES"] = str(self.extra_properties)
         done = subprocess.run([str(SCRIPT), command], capture_output=True, text=True,
                               timeout=180, check=False, env=env)
         if done.returncode != 0:

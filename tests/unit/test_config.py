@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conveyor.config import load_config, redact_url
@@ -29,3 +31,34 @@ def test_bad_values_are_config_errors() -> None:
         load_config(environ={"CONVEYOR_PORT": "eighty"})
     with pytest.raises(ConfigError):
         load_config({"transport": "carrier-pigeon"}, environ={})
+
+
+def test_kafka_client_options_from_file_env_and_flags(tmp_path: Path) -> None:
+    from conveyor.config import kafka_client_options
+
+    properties = tmp_path / "client.properties"
+    properties.write_text("# an existing cluster\nsecurity.protocol=SASL_SSL\n\n"
+                          "sasl.mechanism=PLAIN\nsasl.password=p=a,s#s\n")
+    env = {"CONVEYOR_KAFKA_OPTIONS_FILE": str(properties),
+           "CONVEYOR_KAFKA_OPTIONS": "sasl.username=alice, ssl.ca.location=/etc/ca.pem"}
+    config = load_config(environ=env)
+    assert kafka_client_options(config) == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+        "sasl.password": "p=a,s#s",  # the file keeps commas and '=' in values
+        "sasl.username": "alice", "ssl.ca.location": "/etc/ca.pem"}
+    flags = load_config({"kafka_options": ["sasl.mechanism=SCRAM-SHA-512"]}, environ=env)
+    assert kafka_client_options(flags)["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert "p=a,s#s" not in repr(flags) and "alice" not in repr(flags)
+
+
+def test_bad_kafka_client_options_name_the_key_never_the_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config({"kafka_options": ["s3cret-without-a-key"]}, environ={})
+    with pytest.raises(ConfigError, match=r"bootstrap\.servers is set by Conveyor"):
+        load_config({"kafka_options": ["bootstrap.servers=elsewhere:9092"]}, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config({"kafka_options_file": str(tmp_path / "missing")}, environ={})
+    try:
+        load_config({"kafka_options": ["s3cret-without-a-key"]}, environ={})
+    except ConfigError as exc:
+        assert "s3cret" not in str(exc)
