@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -106,22 +107,44 @@ def test_worker_and_relay_wait_for_a_broker_that_appears_later(tmp_path: Path) -
         drop_database(url)
 
 
-def test_a_worker_waiting_for_its_broker_stops_on_sigterm(tmp_path: Path) -> None:
+def _submitted(api: ConveyorProcess) -> bool:
+    try:
+        return httpx.post(f"{api.url}/v1/jobs", json={"task": "math.add", "args": {
+            "a": 1, "b": 2}}, timeout=5).status_code == 202
+    except httpx.HTTPError:
+        return False
+
+
+def test_worker_and_relay_waiting_for_their_broker_stop_on_sigterm(tmp_path: Path) -> None:
     bootstrap()
     url = create_database("conveyor_kafka_startup_stop")
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
-    port = free_port()
+    env = kafka_env(nowhere, unique_prefix())
     assert migrate(url, tmp_path).returncode == 0
-    worker = _start("worker", url, tmp_path, "worker", kafka_env(nowhere, unique_prefix()),
-                    port)
+    api_port = free_port()
+    # The API accepts work without a broker (it goes to the outbox): the relay has rows
+    # to publish and keeps trying.
+    api = ConveyorProcess(["api", "--store", url, "--port", str(api_port)],
+                          tmp_path / "api.log", env=env, port=api_port).start()
+    procs = {"api": api}
     try:
+        wait_until(lambda: _submitted(api), 60, 0.2)
+        for name in ("worker", "relay"):
+            procs[name] = _start(name, url, tmp_path, name, env, free_port())
         wait_until(lambda: "does not answer yet" in (tmp_path / "worker.log").read_text(),
                    60, 0.2)
-        assert _probe(port, "/health/live")[0] == 200
-        assert worker.proc is not None
-        worker.proc.send_signal(signal.SIGTERM)
-        assert worker.proc.wait(timeout=20) == 0, (tmp_path / "worker.log").read_text()
+        wait_until(lambda: sum("does not answer" in line for line in
+                               (tmp_path / "relay.log").read_text().splitlines()) >= 2,
+                   60, 0.2)
+        for name in ("worker", "relay"):
+            proc = procs[name].proc
+            assert proc is not None and proc.poll() is None, name
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, (tmp_path / f"{name}.log").read_text()
+            assert time.monotonic() - started < 15, name
     finally:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.kill9()
+        for proc in procs.values():
+            if proc.proc is not None and proc.proc.poll() is None:
+                proc.kill9()
         drop_database(url)

@@ -27,7 +27,8 @@ class Topics:
     """Creates and checks the topics of queues (blocking calls: run them in a thread)."""
 
     def __init__(self, client: KafkaClient | str, partitions: int, prefix: str,
-                 replication_factor: int = -1, timeout_s: float = 30.0) -> None:
+                 replication_factor: int = -1, timeout_s: float = 30.0,
+                 probe_s: float = 5.0) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.client = as_client(client)
@@ -36,6 +37,9 @@ class Topics:
         self.prefix = prefix
         self._replication = replication_factor
         self._timeout_s = timeout_s
+        self._probe_s = probe_s
+        """How long :meth:`ensure` first waits for any answer: an unreachable cluster
+        fails fast (and a process waiting for it still stops promptly)."""
         self._admin = AdminClient(self.client.settings(**{"reconnect.backoff.max.ms": 1000}))
         self._known: set[str] = set()
         self._lock = threading.Lock()
@@ -86,9 +90,10 @@ class Topics:
             raise TransportError(f"Kafka at {self.bootstrap} has no brokers")
         return meta
 
-    def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+    def partition_counts(self, topics: Sequence[str],
+                         timeout_s: float | None = None) -> dict[str, int]:
         """Partitions of each existing topic among ``topics``."""
-        meta = self._metadata(self._timeout_s)
+        meta = self._metadata(self._timeout_s if timeout_s is None else timeout_s)
         return {name: len(t.partitions) for name, t in meta.topics.items()
                 if name in topics and t.error is None}
 
@@ -96,7 +101,7 @@ class Topics:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-        existing = self.partition_counts(topics)
+        existing = self.partition_counts(topics, self._probe_s)
         to_create = [t for t in topics if t not in existing]
         if to_create:
             futures = self._admin.create_topics(
