@@ -70,7 +70,7 @@ def test_worker_and_relay_wait_for_a_broker_that_appears_later(tmp_path: Path) -
         status, body = _probe(ports["worker"], "/health/ready")
         assert status == 503 and "waiting for Kafka" in str(body["detail"]), body
         assert address in str(body["detail"])
-        wait_until(lambda: sum("does not answer yet" in line for line in
+        wait_until(lambda: sum("waiting for Kafka at" in line for line in
                                _kafka_lines(tmp_path / "worker.log")) >= 3, 60, 0.2)
         waiting_lines = len(_kafka_lines(tmp_path / "worker.log"))
         outage_metrics = httpx.get(f"http://127.0.0.1:{ports['worker']}/metrics").text
@@ -131,7 +131,7 @@ def test_worker_and_relay_waiting_for_their_broker_stop_on_sigterm(tmp_path: Pat
         wait_until(lambda: _submitted(api), 60, 0.2)
         for name in ("worker", "relay"):
             procs[name] = _start(name, url, tmp_path, name, env, free_port())
-        wait_until(lambda: "does not answer yet" in (tmp_path / "worker.log").read_text(),
+        wait_until(lambda: "waiting for Kafka at" in (tmp_path / "worker.log").read_text(),
                    60, 0.2)
         wait_until(lambda: sum("does not answer" in line for line in
                                (tmp_path / "relay.log").read_text().splitlines()) >= 2,

@@ -82,5 +82,7 @@ def test_the_last_error_is_kept_for_readiness_while_recent(clock: Clock) -> None
     assert log.last_error() is None
     log.report("_TRANSPORT", logging.WARNING, "Connection refused")
     assert log.last_error() == "_TRANSPORT: Connection refused"
+    log.report("_ALL_BROKERS_DOWN", logging.WARNING, "1/1 brokers are down")
+    assert log.last_error() == "_TRANSPORT: Connection refused"  # the cause, not its echo
     clock.now_s += 31
     assert log.last_error() is None

@@ -31,6 +31,11 @@ SYSLOG_TO_LOGGING = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITIC
 syslog level may still arrive (kept for robustness)."""
 
 
+CONSEQUENCES = frozenset({"_ALL_BROKERS_DOWN"})
+"""Error kinds that follow from another error (the cause, e.g. a refused connection or a
+failed authentication): they never replace it as :meth:`ClientLog.last_error`."""
+
+
 @dataclass(slots=True)
 class _Kind:
     logged_at_s: float
@@ -60,7 +65,9 @@ class ClientLog:
         now_s = self._clock_s()
         with self._lock:
             self.events += 1
-            if level >= logging.WARNING:
+            if level >= logging.WARNING and (
+                    kind not in CONSEQUENCES or self._last_error is None
+                    or now_s - self._last_error[1] > self.window_s):
                 self._last_error = (f"{kind}: {message}", now_s)
             seen = self._kinds.get(kind)
             if seen is not None and now_s - seen.logged_at_s < self.window_s:

@@ -141,9 +141,8 @@ class KafkaTransport:
                 client_error = s.kafka_client.log.last_error()
                 self.not_ready = f"waiting for Kafka: {exc}" + (
                     f" (client: {client_error})" if client_error else "")
-                log.warning("Kafka at %s does not answer yet (attempt %d): %s; retrying "
-                            "in %.1f s", s.kafka_client.shown(), self.start_attempts, exc,
-                            delay_s)
+                log.warning("waiting for Kafka at %s (attempt %d, next in %.1f s): %s",
+                            s.kafka_client.shown(), self.start_attempts, delay_s, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay_s)
                 delay_s = min(delay_s * 2, s.start_backoff_max_s)
