@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -97,7 +95,7 @@ def kill_busy_worker(url: str, api: ConveyorProcess, victim: ConveyorProcess, *,
     fleet has finished more than ``min_succeeded``; returns what it held then.
 
     A busy worker's running count drops to 0 between batches, so it is checked with the
-    worker frozen (SIGSTOP): if it holds too few then, it is resumed and checked again."""
+    worker frozen (:meth:`ConveyorProcess.kill9_when`)."""
     assert victim.proc is not None
     pid = victim.proc.pid
     victim_id = next(w["id"] for w in wait_workers(api, {pid}) if w["pid"] == pid)
@@ -106,17 +104,9 @@ def kill_busy_worker(url: str, api: ConveyorProcess, victim: ConveyorProcess, *,
         return int(query(url, "SELECT count(*) AS n FROM operations WHERE status = "
                          "'running' AND worker_id = %s", (victim_id,))[0]["n"])
 
-    deadline_s = time.monotonic() + timeout_s
     wait_until(lambda: query(url, "SELECT count(*) AS n FROM operations WHERE status = "
                              "'succeeded'")[0]["n"] > min_succeeded, timeout_s, 0.05)
-    while True:
-        wait_until(lambda: running() >= min_running, max(0.1, deadline_s - time.monotonic()),
-                   0.01)
-        os.killpg(pid, signal.SIGSTOP)
-        if running() >= min_running:
-            break
-        os.killpg(pid, signal.SIGCONT)
-    victim.kill9()
+    victim.kill9_when(lambda: running() >= min_running, timeout_s)
     killed_at_s = time.monotonic()
     held = {str(r["id"]) for r in query(url, "SELECT id FROM operations WHERE status = "
                                         "'running' AND worker_id = %s", (victim_id,))}

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,20 @@ class ConveyorProcess:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def kill9_when(self, predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+        """``kill -9`` at a moment ``predicate`` holds, checked with the process frozen
+        (SIGSTOP), so what it sees is what the process leaves behind: waits for the
+        predicate, freezes, checks again, and resumes and retries if it no longer holds."""
+        assert self.proc is not None
+        deadline_s = time.monotonic() + timeout_s
+        while True:
+            wait_until(predicate, max(0.1, deadline_s - time.monotonic()), 0.005)
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+            if predicate():
+                break
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.kill9()
 
     def stop(self, timeout_s: float = 30.0) -> int:
         assert self.proc is not None
