@@ -80,6 +80,10 @@ class Config:
     has no lag, is re-dispatched (its message was lost). 0 turns reconciliation off."""
     host: str = "127.0.0.1"
     port: int = 8000
+    event_loop: str = "auto"
+    """Event loop of ``serve``, ``api``, ``worker`` and ``relay``: ``auto`` takes uvloop
+    when it is installed (it comes with ``uvicorn[standard]``; it halves the loop's own
+    cost per request), ``uvloop`` requires it, ``asyncio`` is the standard loop."""
     tasks: tuple[str, ...] = ()
     """Modules whose ``@task`` functions to load (besides the built-in ones)."""
     queues: tuple[str, ...] = ()
@@ -171,6 +175,9 @@ class Config:
             raise ConfigError("concurrency, processes and claim_batch must be at least 1")
         if self.lease_s <= 0 or self.poll_s <= 0:
             raise ConfigError("lease_s and poll_s must be positive")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError(f"event_loop must be auto, uvloop or asyncio, not "
+                              f"{self.event_loop!r}")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
         if self.log_format not in ("auto", "json", "text"):

@@ -17,6 +17,7 @@ import uvicorn
 
 from .api.app import create_app
 from .config import Config
+from .errors import ConfigError
 from .model import NewJob
 from .observability.metrics import Metrics
 from .observability.probe import probe_app
@@ -164,8 +165,24 @@ def _http_server(app: object, host: str, port: int) -> _Server:
     ))
 
 
+def loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory ``config.event_loop`` asks for (None: asyncio's default)."""
+    if config.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if config.event_loop == "uvloop":
+            raise ConfigError("event_loop uvloop: uvloop is not installed "
+                              "(pip install uvloop)") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def serve_forever(config: Config, *, api: bool, worker: bool, migrate: bool,
                   on_ready: Callable[[str], None] | None = None, relay: bool = False) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, api=api, worker=worker, migrate=migrate, on_ready=on_ready,
-                        relay=relay))
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(
+            loop_factory=loop_factory(config)) as runner:
+        runner.run(run(config, api=api, worker=worker, migrate=migrate, on_ready=on_ready,
+                       relay=relay))

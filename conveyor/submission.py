@@ -30,34 +30,45 @@ def request_hash(body: Any) -> str:
 
 def json_depth(value: Any, limit: int) -> int:
     """Nesting depth of ``value``, counting at most to ``limit + 1`` (no recursion)."""
-    deepest = 0
+    return _shape(value, limit)[0]
+
+
+def _shape(value: Any, depth_limit: int) -> tuple[int, int]:
+    """Nesting depth (counted at most to ``depth_limit + 1``) and the length of the longest
+    string (keys included) of ``value``, in one walk without recursion."""
+    deepest = longest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item, depth = stack.pop()
+        item, depth = pop()
         if depth > deepest:
             deepest = depth
-            if deepest > limit:
-                return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+            if deepest > depth_limit:
+                break
+        kind = type(item)
+        if kind is str:
+            if len(item) > longest:
+                longest = len(item)
+        elif kind is dict or isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and len(key) > longest:
+                    longest = len(key)
+                push((child, depth + 1))
+        elif kind is list or isinstance(item, list):
+            for child in item:
+                push((child, depth + 1))
+        elif isinstance(item, str) and len(item) > longest:
+            longest = len(item)
+    return deepest, longest
 
 
-def _longest_string(value: Any) -> int:
-    longest = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            longest = max(longest, len(item))
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return longest
+_encode = json.JSONEncoder().encode
+"""``json.dumps`` with its defaults, without building an encoder per call."""
+
+
+def _json_size(value: dict[str, Any]) -> int:
+    """Length of ``json.dumps(value)`` (the measure of the size limits)."""
+    return 2 if not value else len(_encode(value))
 
 
 def _number(
@@ -97,7 +108,7 @@ def _operation(
     if not isinstance(args, dict):
         problems.append(f"{where}.args: expected an object of named arguments")
         args = {}
-    elif len(json.dumps(args)) > limits.max_args_bytes:
+    elif _json_size(args) > limits.max_args_bytes:
         problems.append(f"{where}.args: larger than {limits.max_args_bytes} bytes")
     elif info is not None:
         problems.extend(validate(args, info.schema, f"{where}.args"))
@@ -138,9 +149,10 @@ def parse_job(
     """Validate one job body (full or the one-operation shorthand) and apply defaults."""
     if not isinstance(body, dict):
         raise ValidationError("a job must be a JSON object")
-    if json_depth(body, limits.max_json_depth) > limits.max_json_depth:
+    depth, longest = _shape(body, limits.max_json_depth)
+    if depth > limits.max_json_depth:
         raise ValidationError(f"JSON nested deeper than {limits.max_json_depth} levels")
-    if _longest_string(body) > limits.max_string_length:
+    if longest > limits.max_string_length:
         raise ValidationError(f"a string is longer than {limits.max_string_length} characters")
     problems: list[str] = []
     if "operations" in body:
@@ -167,7 +179,7 @@ def parse_job(
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         problems.append("metadata: expected an object")
-    elif len(json.dumps(metadata)) > limits.max_metadata_bytes:
+    elif _json_size(metadata) > limits.max_metadata_bytes:
         problems.append(f"metadata: larger than {limits.max_metadata_bytes} bytes")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         problems.append("Idempotency-Key: 1 to 255 characters")

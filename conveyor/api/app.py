@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from .. import __version__
 from ..backpressure import DepthSource
@@ -14,6 +13,7 @@ from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
 from ..service import Service
 from . import dashboard, problems
+from .middleware import RequestMetrics
 from .routes import router
 
 
@@ -45,21 +45,7 @@ def create_app(
     app.include_router(router)
     app.include_router(dashboard.router)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                             ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        rate_headers = getattr(request.state, "rate_headers", None)
-        if rate_headers:
-            response.headers.update(rate_headers)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        m: Metrics = app.state.metrics
-        m.http_requests.labels(request.method, template, str(response.status_code)).inc()
-        m.http_duration.labels(request.method, template).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
 
 

@@ -24,7 +24,8 @@ router = APIRouter()
 MAX_PAGE = 500
 
 
-def service_of(request: Request) -> Service:
+async def service_of(request: Request) -> Service:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread."""
     svc: Service = request.app.state.service
     return svc
 

@@ -62,3 +62,25 @@ def test_bad_kafka_client_options_name_the_key_never_the_value(tmp_path: Path) -
         load_config({"kafka_options": ["s3cret-without-a-key"]}, environ={})
     except ConfigError as exc:
         assert "s3cret" not in str(exc)
+
+
+def test_event_loop_defaults_to_uvloop_when_installed() -> None:
+    import asyncio
+
+    import uvloop
+
+    from conveyor.server import loop_factory
+
+    assert load_config(environ={}).event_loop == "auto"
+    factory = loop_factory(load_config(environ={}))
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    chosen = load_config(environ={"CONVEYOR_EVENT_LOOP": "asyncio"})
+    assert loop_factory(chosen) is None
+    assert asyncio.Runner(loop_factory=loop_factory(chosen)) is not None
+    with pytest.raises(ConfigError, match="event_loop"):
+        load_config({"event_loop": "trio"}, environ={})

@@ -53,8 +53,14 @@ _MIGRATIONS = migrations(__name__ + ".sql")
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""One encoder for every call: ``json.dumps`` with options builds a new one each time."""
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if not value and type(value) is dict:  # most metadata, headers and args
+        return "{}"
+    return _encode(value)
 
 
 class SQLiteStore:
@@ -238,18 +244,43 @@ class SQLiteStore:
 
     def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
         now = self._clock()
-        return [self._insert_one(conn, job, now) for job in jobs]
+        if any(job.idempotency_key is not None for job in jobs):
+            return [self._insert_one(conn, job, now) for job in jobs]
+        # No idempotency key: a job row is always new, so all of them go in one statement,
+        # then all operations in a second one, in input order (seq is submission order).
+        cur = conn.executemany(_SQL["insert_job"], [self._job_row(job, now) for job in jobs])
+        if cur.rowcount != len(jobs):  # a primary-key clash: ids are random, a bug upstream
+            raise sqlite3.IntegrityError("a job id of the batch already exists")
+        conn.executemany(_SQL["insert_operation"],
+                         [row for job in jobs for row in self._operation_rows(job, now)])
+        return [Submitted(job.id, created=True) for job in jobs]
+
+    @staticmethod
+    def _job_row(job: NewJob, now: float) -> dict[str, Any]:
+        return {
+            "id": job.id, "tenant": job.tenant, "queue": job.queue,
+            "metadata": _dumps(job.metadata), "headers": _dumps(job.headers),
+            "idempotency_key": job.idempotency_key, "request_hash": job.request_hash,
+            "now": now,
+        }
+
+    @staticmethod
+    def _operation_rows(job: NewJob, now: float) -> list[dict[str, Any]]:
+        headers = _dumps(job.headers)
+        return [
+            {
+                "id": new_id(), "job_id": job.id, "tenant": job.tenant, "queue": job.queue,
+                "task": op.task, "args": _dumps(op.args), "key": op.key,
+                "priority": op.priority,
+                "status": (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value,
+                "max_attempts": op.max_attempts, "timeout_s": op.timeout_s, "now": now,
+                "run_at": now + op.delay_s, "headers": headers,
+            }
+            for op in job.operations
+        ]
 
     def _insert_one(self, conn: sqlite3.Connection, job: NewJob, now: float) -> Submitted:
-        cur = conn.execute(
-            _SQL["insert_job"],
-            {
-                "id": job.id, "tenant": job.tenant, "queue": job.queue,
-                "metadata": _dumps(job.metadata), "headers": _dumps(job.headers),
-                "idempotency_key": job.idempotency_key, "request_hash": job.request_hash,
-                "now": now,
-            },
-        )
+        cur = conn.execute(_SQL["insert_job"], self._job_row(job, now))
         if cur.rowcount == 0:
             row = conn.execute(
                 _SQL["find_idempotent"],
@@ -259,21 +290,7 @@ class SQLiteStore:
                 raise sqlite3.IntegrityError(f"job id {job.id} already exists")
             same = row["request_hash"] == job.request_hash
             return Submitted(row["id"], created=False, conflict=not same)
-        headers = _dumps(job.headers)
-        conn.executemany(
-            _SQL["insert_operation"],
-            [
-                {
-                    "id": new_id(), "job_id": job.id, "tenant": job.tenant, "queue": job.queue,
-                    "task": op.task, "args": _dumps(op.args), "key": op.key,
-                    "priority": op.priority,
-                    "status": (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value,
-                    "max_attempts": op.max_attempts, "timeout_s": op.timeout_s, "now": now,
-                    "run_at": now + op.delay_s, "headers": headers,
-                }
-                for op in job.operations
-            ],
-        )
+        conn.executemany(_SQL["insert_operation"], self._operation_rows(job, now))
         return Submitted(job.id, created=True)
 
     # reads -----------------------------------------------------------------------------
