@@ -13,6 +13,11 @@ of a queued call counts from when it starts (when the reply ahead of it arrives)
 child is killed (timeout, cancellation, death), calls queued behind the one it ran are
 sent again to another child: they had not started.
 
+A child counts as started only once it has loaded its task modules and said so: until
+then it gets no call, so a fresh child's import time neither delays the calls already
+running elsewhere nor counts against a call's timeout, and a worker does not lease work
+its pool cannot run yet.
+
 Only plain data crosses the pipe: the task name, JSON arguments, the context, and back
 either the JSON-encoded result or a :class:`~conveyor.retry.Failure`.
 """
@@ -38,6 +43,10 @@ from ..retry import Failure, classify
 from ..tasks import Context, Registry
 
 _CTX = multiprocessing.get_context("spawn")
+_READY = "ready"
+"""The first message of a child: its task modules are loaded."""
+CHILD_START_TIMEOUT_S = 60.0
+"""A child that has not loaded its task modules by then is killed and counts as failed."""
 
 
 class PoolTaskError(Exception):
@@ -52,6 +61,10 @@ def _child_main(conn: multiprocessing.connection.Connection, modules: Sequence[s
     """Child loop: run one call at a time until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     registry = Registry.load(modules)
+    try:
+        conn.send(_READY)
+    except (EOFError, OSError):
+        return
     while True:
         try:
             name, args, ctx = conn.recv()
@@ -118,6 +131,10 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _spawn(self) -> _Child:
+        """A child that is ready for calls (blocking: run it off the event loop)."""
+        return self._ready(self._launch())
+
+    def _launch(self) -> _Child:
         parent, child = _CTX.Pipe()
         process = _CTX.Process(
             target=_child_main, args=(child, self._modules), daemon=True,
@@ -126,6 +143,17 @@ class ProcessPool:
         process.start()
         child.close()
         return _Child(process, parent)
+
+    def _ready(self, child: _Child) -> _Child:
+        """Wait until ``child`` has loaded its task modules; kill it if it fails to."""
+        try:
+            if not child.conn.poll(CHILD_START_TIMEOUT_S) or child.conn.recv() != _READY:
+                raise OSError("no ready message")
+        except (EOFError, OSError) as exc:
+            self._kill(child)
+            raise RuntimeError(f"a pool process did not start (exit code "
+                               f"{child.process.exitcode}): {exc}") from exc
+        return child
 
     def _adopt(self, child: _Child) -> None:
         assert self._loop is not None
@@ -138,9 +166,16 @@ class ProcessPool:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        children = await self._loop.run_in_executor(
-            None, lambda: [self._spawn() for _ in range(self.size)]
-        )
+        def start_all() -> list[_Child]:
+            launched = [self._launch() for _ in range(self.size)]  # they load in parallel
+            try:
+                return [self._ready(c) for c in launched]
+            except BaseException:
+                for c in launched:
+                    self._kill(c)
+                raise
+
+        children = await self._loop.run_in_executor(None, start_all)
         for child in children:
             self._adopt(child)
 
