@@ -194,7 +194,7 @@ class ProcessPool:
 
         Raises :class:`PoolTaskError` for a task failure and
         :class:`~conveyor.errors.TaskTimeout` past ``timeout_s``."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         call = _Call(name, args, ctx, timeout_s, loop.create_future())
         self._pending.append(call)
         self._pump()

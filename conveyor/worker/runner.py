@@ -220,11 +220,13 @@ class Worker:
 
     def _start(self, claims: list[Claim]) -> None:
         now_s = time.time()
+        # One loop lookup per batch: on Python 3.11 each lookup is a getpid() system call.
+        loop = asyncio.get_running_loop()
         per_task: dict[tuple[str, str], int] = {}
         for claim in claims:
             entry = _InFlight(claim)
             self._inflight[claim.op_id] = entry
-            entry.task = asyncio.create_task(self._attempt(entry))
+            entry.task = loop.create_task(self._attempt(entry))
             k = (claim.queue, claim.task)
             per_task[k] = per_task.get(k, 0) + 1
             if claim.attempt == 1:
@@ -310,22 +312,21 @@ class Worker:
         return outcome
 
     async def _execute(self, spec: TaskSpec, claim: Claim) -> object:
-        ctx = Context(claim.op_id, claim.job_id, claim.queue, claim.key, claim.attempt,
-                      claim.max_attempts)
         if not spec.is_async:
             assert self.pool is not None
-            return await self.pool.run(spec.name, claim.args, ctx, claim.timeout_s)
+            return await self.pool.run(spec.name, claim.args, _context_of(claim),
+                                       claim.timeout_s)
         kwargs = dict(claim.args)
         if spec.context_param:
-            kwargs[spec.context_param] = ctx
+            kwargs[spec.context_param] = _context_of(claim)
         if claim.timeout_s is None:
             return await spec.fn(**kwargs)
         # A timer that cancels this task, rather than asyncio.wait_for (which wraps the
         # call in one more task): the same hard timeout at a fraction of the cost.
-        task = asyncio.current_task()
         entry = self._inflight.get(claim.op_id)
-        timer = asyncio.get_running_loop().call_later(
-            claim.timeout_s, self._interrupt, entry, "timeout") if entry else None
+        task = entry.task if entry is not None else None  # the task running this attempt
+        timer = task.get_loop().call_later(
+            claim.timeout_s, self._interrupt, entry, "timeout") if entry and task else None
         try:
             return await spec.fn(**kwargs)
         except asyncio.CancelledError:
@@ -460,8 +461,15 @@ class Worker:
 
 
 
+def _context_of(claim: Claim) -> Context:
+    return Context(claim.op_id, claim.job_id, claim.queue, claim.key, claim.attempt,
+                   claim.max_attempts)
+
+
 def trace_id_of(claim: Claim) -> str | None:
     """The W3C trace id carried with an operation, if it was submitted inside a trace."""
+    if not claim.headers:
+        return None
     parent = claim.headers.get("traceparent", "")
     parts = parent.split("-")
     return parts[1] if len(parts) == 4 else None

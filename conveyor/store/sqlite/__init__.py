@@ -54,6 +54,8 @@ SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
 def _dumps(value: Any) -> str:
+    if value is None:  # most results and errors: no encoder call
+        return "null"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
