@@ -45,10 +45,9 @@ from .pool import PoolTaskError, ProcessPool
 
 log = logging.getLogger("conveyor.worker")
 
-OUTCOME_LINGER_S = 0.02
-"""While the process pool is saturated, outcomes wait up to this long to share a write."""
 OUTCOME_LINGER_BATCH = 32
-"""...unless this many are already waiting."""
+"""While the process pool is saturated, outcomes wait up to ``outcome_linger_s`` to share
+a write, unless this many are already waiting."""
 
 
 @dataclass
@@ -371,11 +370,12 @@ class Worker:
             await self._outcomes_ready.wait()
             if (self.pool is not None and self.pool.saturated
                     and len(self._outcomes) < OUTCOME_LINGER_BATCH
+                    and self.config.outcome_linger_s > 0
                     and not self._stopping.is_set()):
                 # The pool sets the pace and outcomes trickle in one by one: gather a few
                 # per transaction instead of paying a commit for each (the worker's CPU
                 # would come out of the pool's). Bounded delay, only in this state.
-                await asyncio.sleep(OUTCOME_LINGER_S)
+                await asyncio.sleep(self.config.outcome_linger_s)
             self._outcomes_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:

@@ -29,3 +29,11 @@ def test_bad_values_are_config_errors() -> None:
         load_config(environ={"CONVEYOR_PORT": "eighty"})
     with pytest.raises(ConfigError):
         load_config({"transport": "carrier-pigeon"}, environ={})
+
+
+def test_outcome_linger_is_read_from_the_environment_and_bounded_by_the_lease() -> None:
+    assert load_config(environ={}).outcome_linger_s == 0.1
+    assert load_config(environ={"CONVEYOR_OUTCOME_LINGER_S": "0"}).outcome_linger_s == 0.0
+    for bad in ("-0.1", "4"):  # below zero, or not well inside the 10 s lease
+        with pytest.raises(ConfigError, match="outcome_linger_s"):
+            load_config(environ={"CONVEYOR_OUTCOME_LINGER_S": bad})
