@@ -41,9 +41,12 @@ class LeaseMixin(PgCore):
                                          {"queue": queue, "limit": remaining})
                 if not candidates:
                     continue
-                found.extend(await fetch(conn, "claim_update", {  # also marks jobs running
+                found.extend(await fetch(conn, "claim_update", {
                     "seqs": [c["seq"] for c in candidates], "worker_id": worker_id,
                     "lease_s": lease_s}))
+            if found:
+                await conn.execute(SQL["mark_jobs_running"],
+                                   {"ids": sorted({str(r["job_id"]) for r in found})})
             return rows.claims_in_order(found)
 
         return await self._tx(claim)

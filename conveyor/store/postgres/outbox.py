@@ -89,13 +89,16 @@ class OutboxMixin(PgCore):
             candidates = await _fetch(conn, "delivered_candidates", {"ids": ids})
             found = []
             if candidates:
-                found = await fetch(conn, "claim_update", {  # also marks jobs running
+                found = await fetch(conn, "claim_update", {
                     "seqs": [c["seq"] for c in candidates], "worker_id": worker_id,
                     "lease_s": lease_s})
             claimed = {str(r["id"]) for r in found}
             rest = [i for i in ids if i not in claimed]
             parked = [str(r["op_id"]) for r in await _fetch(
                 conn, "delivered_park", {"ids": rest, "park_s": park_s})] if rest else []
+            if found:
+                await conn.execute(SQL["mark_jobs_running"],
+                                   {"ids": sorted({str(r["job_id"]) for r in found})})
             claims: list[Claim] = rows.claims_in_order(found)
             return Delivered(claims, parked)
 

@@ -149,26 +149,20 @@ WHERE c.key IS NULL
 -- check per-key order again, now against every claim committed before, and lease.
 -- started_at is the statement's clock, not the transaction's start: an earlier
 -- operation of the key may have finished between step 1 and this snapshot.
--- The same statement marks the claimed operations' jobs running (one round trip).
-WITH claimed AS (
-    UPDATE operations o
-    SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
-        worker_id = %(worker_id)s, started_at = clock_timestamp(),
-        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
-    WHERE o.seq = ANY(%(seqs)b::bigint[])
-      AND o.status IN ('scheduled', 'queued', 'retrying')
-      AND o.run_at <= now()
-      AND (o.key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM operations p
-            WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
-              AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
-              AND (p.status = 'running' OR p.seq < o.seq)))
-    RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
-              lease_token, created_at, headers, priority, seq),
-jobs_running AS (
-    UPDATE jobs SET status = 'running'
-    WHERE id IN (SELECT job_id FROM claimed) AND status = 'queued')
-SELECT * FROM claimed;
+UPDATE operations o
+SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
+    worker_id = %(worker_id)s, started_at = clock_timestamp(),
+    lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
+WHERE o.seq = ANY(%(seqs)b::bigint[])
+  AND o.status IN ('scheduled', 'queued', 'retrying')
+  AND o.run_at <= now()
+  AND (o.key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM operations p
+        WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
+          AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
+          AND (p.status = 'running' OR p.seq < o.seq)))
+RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
+          lease_token, created_at, headers, priority, seq;
 
 -- name: claim_ids
 WITH wanted AS MATERIALIZED (
