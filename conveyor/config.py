@@ -99,6 +99,11 @@ class Config:
     worker_timeout_s: float = 15.0
     """A worker not heard from for this long is marked gone and its leases are freed."""
     claim_batch: int = 256
+    outcome_linger_s: float = 0.1
+    """While the process pool is saturated (calls wait for a child), finished outcomes wait
+    up to this long to share one write with others (32 at most), so the worker's own
+    store work takes less CPU away from the pool; recording is delayed by at most this.
+    0 writes each outcome as soon as the previous write is done."""
     poll_s: float = 0.2
     shutdown_grace_s: float = 30.0
     retry_base_s: float = 1.0
@@ -178,6 +183,8 @@ class Config:
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             raise ConfigError(f"event_loop must be auto, uvloop or asyncio, not "
                               f"{self.event_loop!r}")
+        if not 0 <= self.outcome_linger_s < self.lease_s / 3:
+            raise ConfigError("outcome_linger_s must be in [0, lease_s / 3)")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
         if self.log_format not in ("auto", "json", "text"):

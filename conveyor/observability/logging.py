@@ -8,13 +8,11 @@ logged.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
@@ -22,14 +20,24 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Add ``fields`` to every log line emitted inside the block (in this task)."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class log_context:
+    """Add ``fields`` (those not None) to every log line emitted inside the block (in this
+    task). A plain class rather than a generator: the worker enters one per attempt."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        self._token: contextvars.Token[dict[str, Any]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _context.set(
+            {**_context.get(), **{k: v for k, v in self._fields.items() if v is not None}})
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _context.reset(self._token)
+            self._token = None
 
 
 class JsonFormatter(logging.Formatter):

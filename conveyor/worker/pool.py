@@ -13,8 +13,15 @@ of a queued call counts from when it starts (when the reply ahead of it arrives)
 child is killed (timeout, cancellation, death), calls queued behind the one it ran are
 sent again to another child: they had not started.
 
-Only plain data crosses the pipe: the task name, JSON arguments, the context, and back
-either the JSON-encoded result or a :class:`~conveyor.retry.Failure`.
+A child counts as started only once it has loaded its task modules and said so: until
+then it gets no call, so a fresh child's import time neither delays the calls already
+running elsewhere nor counts against a call's timeout, and a worker does not lease work
+its pool cannot run yet.
+
+Only plain data crosses the pipe: the task name, JSON arguments, the context's fields,
+and back either the JSON-encoded result or a :class:`~conveyor.retry.Failure`. Messages
+are plain pickles (``send_bytes``), not multiprocessing's reducer-aware pickler, which
+costs a dispatch-table copy per message.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 from collections import deque
 from collections.abc import Sequence
@@ -38,6 +46,10 @@ from ..retry import Failure, classify
 from ..tasks import Context, Registry
 
 _CTX = multiprocessing.get_context("spawn")
+_READY = "ready"
+"""The first message of a child: its task modules are loaded."""
+CHILD_START_TIMEOUT_S = 60.0
+"""A child that has not loaded its task modules by then is killed and counts as failed."""
 
 
 class PoolTaskError(Exception):
@@ -48,15 +60,29 @@ class PoolTaskError(Exception):
         self.failure = failure
 
 
+def _dumps(message: object) -> bytes:
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+
+
+def _ctx_fields(ctx: Context) -> tuple[Any, ...]:
+    """The context's fields in order (cheaper to pickle than the slotted dataclass)."""
+    return (ctx.op_id, ctx.job_id, ctx.queue, ctx.key, ctx.attempt, ctx.max_attempts)
+
+
 def _child_main(conn: multiprocessing.connection.Connection, modules: Sequence[str]) -> None:
     """Child loop: run one call at a time until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     registry = Registry.load(modules)
+    try:
+        conn.send_bytes(_dumps(_READY))
+    except (EOFError, OSError):
+        return
     while True:
         try:
-            name, args, ctx = conn.recv()
+            name, args, ctx_fields = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
+        ctx = Context(*ctx_fields)
         spec = registry.get(name)
         try:
             if spec is None:
@@ -73,7 +99,7 @@ def _child_main(conn: multiprocessing.connection.Connection, modules: Sequence[s
                 permanent = (TypeError,)
             reply = ("err", classify(exc, permanent))
         try:
-            conn.send(reply)
+            conn.send_bytes(_dumps(reply))
         except (EOFError, OSError):
             return
 
@@ -118,6 +144,10 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _spawn(self) -> _Child:
+        """A child that is ready for calls (blocking: run it off the event loop)."""
+        return self._ready(self._launch())
+
+    def _launch(self) -> _Child:
         parent, child = _CTX.Pipe()
         process = _CTX.Process(
             target=_child_main, args=(child, self._modules), daemon=True,
@@ -126,6 +156,18 @@ class ProcessPool:
         process.start()
         child.close()
         return _Child(process, parent)
+
+    def _ready(self, child: _Child) -> _Child:
+        """Wait until ``child`` has loaded its task modules; kill it if it fails to."""
+        try:
+            if (not child.conn.poll(CHILD_START_TIMEOUT_S)
+                    or pickle.loads(child.conn.recv_bytes()) != _READY):
+                raise OSError("no ready message")
+        except (EOFError, OSError) as exc:
+            self._kill(child)
+            raise RuntimeError(f"a pool process did not start (exit code "
+                               f"{child.process.exitcode}): {exc}") from exc
+        return child
 
     def _adopt(self, child: _Child) -> None:
         assert self._loop is not None
@@ -138,9 +180,16 @@ class ProcessPool:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        children = await self._loop.run_in_executor(
-            None, lambda: [self._spawn() for _ in range(self.size)]
-        )
+        def start_all() -> list[_Child]:
+            launched = [self._launch() for _ in range(self.size)]  # they load in parallel
+            try:
+                return [self._ready(c) for c in launched]
+            except BaseException:
+                for c in launched:
+                    self._kill(c)
+                raise
+
+        children = await self._loop.run_in_executor(None, start_all)
         for child in children:
             self._adopt(child)
 
@@ -159,7 +208,7 @@ class ProcessPool:
 
         Raises :class:`PoolTaskError` for a task failure and
         :class:`~conveyor.errors.TaskTimeout` past ``timeout_s``."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         call = _Call(name, args, ctx, timeout_s, loop.create_future())
         self._pending.append(call)
         self._pump()
@@ -181,7 +230,7 @@ class ProcessPool:
                 return
             call = self._pending.popleft()
             try:
-                child.conn.send((call.name, call.args, call.ctx))
+                child.conn.send_bytes(_dumps((call.name, call.args, _ctx_fields(call.ctx))))
             except (OSError, ValueError):  # the child is gone: its reader handles it
                 self._pending.appendleft(call)
                 self._lost(child)
@@ -197,7 +246,7 @@ class ProcessPool:
 
     def _readable(self, child: _Child) -> None:
         try:
-            reply = child.conn.recv()
+            reply = pickle.loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             self._lost(child)
             return

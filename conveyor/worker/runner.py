@@ -45,10 +45,9 @@ from .pool import PoolTaskError, ProcessPool
 
 log = logging.getLogger("conveyor.worker")
 
-OUTCOME_LINGER_S = 0.02
-"""While the process pool is saturated, outcomes wait up to this long to share a write."""
 OUTCOME_LINGER_BATCH = 32
-"""...unless this many are already waiting."""
+"""While the process pool is saturated, outcomes wait up to ``outcome_linger_s`` to share
+a write, unless this many are already waiting."""
 
 
 @dataclass
@@ -220,11 +219,13 @@ class Worker:
 
     def _start(self, claims: list[Claim]) -> None:
         now_s = time.time()
+        # One loop lookup per batch: on Python 3.11 each lookup is a getpid() system call.
+        loop = asyncio.get_running_loop()
         per_task: dict[tuple[str, str], int] = {}
         for claim in claims:
             entry = _InFlight(claim)
             self._inflight[claim.op_id] = entry
-            entry.task = asyncio.create_task(self._attempt(entry))
+            entry.task = loop.create_task(self._attempt(entry))
             k = (claim.queue, claim.task)
             per_task[k] = per_task.get(k, 0) + 1
             if claim.attempt == 1:
@@ -310,22 +311,21 @@ class Worker:
         return outcome
 
     async def _execute(self, spec: TaskSpec, claim: Claim) -> object:
-        ctx = Context(claim.op_id, claim.job_id, claim.queue, claim.key, claim.attempt,
-                      claim.max_attempts)
         if not spec.is_async:
             assert self.pool is not None
-            return await self.pool.run(spec.name, claim.args, ctx, claim.timeout_s)
+            return await self.pool.run(spec.name, claim.args, _context_of(claim),
+                                       claim.timeout_s)
         kwargs = dict(claim.args)
         if spec.context_param:
-            kwargs[spec.context_param] = ctx
+            kwargs[spec.context_param] = _context_of(claim)
         if claim.timeout_s is None:
             return await spec.fn(**kwargs)
         # A timer that cancels this task, rather than asyncio.wait_for (which wraps the
         # call in one more task): the same hard timeout at a fraction of the cost.
-        task = asyncio.current_task()
         entry = self._inflight.get(claim.op_id)
-        timer = asyncio.get_running_loop().call_later(
-            claim.timeout_s, self._interrupt, entry, "timeout") if entry else None
+        task = entry.task if entry is not None else None  # the task running this attempt
+        timer = task.get_loop().call_later(
+            claim.timeout_s, self._interrupt, entry, "timeout") if entry and task else None
         try:
             return await spec.fn(**kwargs)
         except asyncio.CancelledError:
@@ -370,11 +370,12 @@ class Worker:
             await self._outcomes_ready.wait()
             if (self.pool is not None and self.pool.saturated
                     and len(self._outcomes) < OUTCOME_LINGER_BATCH
+                    and self.config.outcome_linger_s > 0
                     and not self._stopping.is_set()):
                 # The pool sets the pace and outcomes trickle in one by one: gather a few
                 # per transaction instead of paying a commit for each (the worker's CPU
                 # would come out of the pool's). Bounded delay, only in this state.
-                await asyncio.sleep(OUTCOME_LINGER_S)
+                await asyncio.sleep(self.config.outcome_linger_s)
             self._outcomes_ready.clear()
             batch, self._outcomes = self._outcomes, []
             if batch:
@@ -460,8 +461,15 @@ class Worker:
 
 
 
+def _context_of(claim: Claim) -> Context:
+    return Context(claim.op_id, claim.job_id, claim.queue, claim.key, claim.attempt,
+                   claim.max_attempts)
+
+
 def trace_id_of(claim: Claim) -> str | None:
     """The W3C trace id carried with an operation, if it was submitted inside a trace."""
+    if not claim.headers:
+        return None
     parent = claim.headers.get("traceparent", "")
     parts = parent.split("-")
     return parts[1] if len(parts) == 4 else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,48 @@ async def test_every_call_runs_once_with_calls_queued_on_each_child() -> None:
         assert results == [i + 1 for i in range(200)]
     finally:
         await pool.close()
+
+
+SLOW_IMPORT = '''
+import time
+from pathlib import Path
+
+from conveyor.tasks import task
+
+time.sleep(1.0)
+
+
+@task(name="test.double")
+def double(x: int) -> int:
+    return 2 * x
+'''
+
+
+@pytest.mark.timeout(60)
+async def test_start_waits_for_children_to_load_their_tasks_so_timeouts_exclude_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "slow_tasks_mod.py").write_text(SLOW_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = ProcessPool(2, ["slow_tasks_mod"])
+    started = time.monotonic()
+    await pool.start()
+    try:
+        assert time.monotonic() - started >= 1.0  # both children loaded, in parallel
+        assert time.monotonic() - started < 10.0
+        # A timeout far shorter than the import: only the call itself counts.
+        assert await pool.run("test.double", {"x": 21}, CTX, 0.5) == 42
+    finally:
+        await pool.close()
+
+
+@pytest.mark.timeout(60)
+async def test_start_fails_when_a_child_cannot_load_its_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_tasks_mod.py").write_text("raise RuntimeError('broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = ProcessPool(1, ["broken_tasks_mod"])
+    with pytest.raises(RuntimeError, match="did not start"):
+        await pool.start()
+    await pool.close()

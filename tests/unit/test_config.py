@@ -84,3 +84,11 @@ def test_event_loop_defaults_to_uvloop_when_installed() -> None:
     assert asyncio.Runner(loop_factory=loop_factory(chosen)) is not None
     with pytest.raises(ConfigError, match="event_loop"):
         load_config({"event_loop": "trio"}, environ={})
+
+
+def test_outcome_linger_is_read_from_the_environment_and_bounded_by_the_lease() -> None:
+    assert load_config(environ={}).outcome_linger_s == 0.1
+    assert load_config(environ={"CONVEYOR_OUTCOME_LINGER_S": "0"}).outcome_linger_s == 0.0
+    for bad in ("-0.1", "4"):  # below zero, or not well inside the 10 s lease
+        with pytest.raises(ConfigError, match="outcome_linger_s"):
+            load_config(environ={"CONVEYOR_OUTCOME_LINGER_S": bad})

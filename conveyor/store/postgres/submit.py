@@ -16,6 +16,8 @@ from .core import SQL, Conn, fetch, notify
 
 
 def dumps(value: Any) -> str:
+    if value is None:  # most results: no encoder call
+        return "null"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -58,6 +58,8 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _dumps(value: Any) -> str:
+    if value is None:  # most results and errors
+        return "null"
     if not value and type(value) is dict:  # most metadata, headers and args
         return "{}"
     return _encode(value)

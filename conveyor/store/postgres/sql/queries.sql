@@ -1,4 +1,6 @@
--- Named statements of the PostgreSQL store. Parameters are %(named)s (psycopg).
+-- Named statements of the PostgreSQL store. Parameters are %(named)s (psycopg); arrays on
+-- the worker's path are %(named)b: sent in binary, which costs the client a fraction of
+-- quoting every element as text.
 -- Every time is the database's: now() is the transaction's start, the same for every
 -- statement of one transaction.
 
@@ -66,7 +68,7 @@ ORDER BY o.ord;
 
 -- name: notify_ready
 -- Delivered at commit to every listening worker: work may be ready in these queues.
-SELECT pg_notify('conveyor_ready', q) FROM unnest(%(queues)s::text[]) AS q;
+SELECT pg_notify('conveyor_ready', q) FROM unnest(%(queues)b::text[]) AS q;
 
 -- name: select_jobs
 SELECT * FROM jobs
@@ -101,7 +103,7 @@ LIMIT %(limit)s;
 -- name: lock_jobs
 -- Taken before a job's status is derived again: the next statement then sees every
 -- operation change committed by transactions that held these rows before us.
-SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE;
+SELECT id FROM jobs WHERE id = ANY(%(ids)b::text[]) ORDER BY id FOR UPDATE;
 
 -- name: refresh_job_status
 -- Derive each job's status from its operations (same rule as model.job_status).
@@ -115,11 +117,11 @@ FROM (
         WHEN count(*) FILTER (WHERE status IN ('running', 'succeeded', 'dead', 'cancelled')
                               OR attempts > 0 OR started_at IS NOT NULL) > 0 THEN 'running'
         ELSE 'queued' END AS status
-    FROM operations WHERE job_id = ANY(%(ids)s::text[]) GROUP BY job_id) AS s
+    FROM operations WHERE job_id = ANY(%(ids)b::text[]) GROUP BY job_id) AS s
 WHERE jobs.id = s.job_id AND jobs.status <> s.status;
 
 -- name: mark_jobs_running
-UPDATE jobs SET status = 'running' WHERE id = ANY(%(ids)s::text[]) AND status = 'queued';
+UPDATE jobs SET status = 'running' WHERE id = ANY(%(ids)b::text[]) AND status = 'queued';
 
 -- name: claim_candidates
 -- Step 1 of a claim: the head of the ready order of one queue, skipping rows other
@@ -151,7 +153,7 @@ UPDATE operations o
 SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
     worker_id = %(worker_id)s, started_at = clock_timestamp(),
     lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
-WHERE o.seq = ANY(%(seqs)s::bigint[])
+WHERE o.seq = ANY(%(seqs)b::bigint[])
   AND o.status IN ('scheduled', 'queued', 'retrying')
   AND o.run_at <= now()
   AND (o.key IS NULL OR NOT EXISTS (
@@ -165,7 +167,7 @@ RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
 -- name: claim_ids
 WITH wanted AS MATERIALIZED (
     SELECT seq FROM operations
-    WHERE id = ANY(%(ids)s::text[])
+    WHERE id = ANY(%(ids)b::text[])
       AND status IN ('scheduled', 'queued', 'retrying') AND run_at <= now()
     FOR UPDATE SKIP LOCKED)
 UPDATE operations o
@@ -180,7 +182,7 @@ RETURNING o.id, o.job_id, o.queue, o.task, o.args, o.key, o.attempts, o.max_atte
 -- name: extend_leases
 -- Fenced: only leases still held (same token, still running) are extended and returned.
 UPDATE operations o SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-FROM unnest(%(op_ids)s::text[], %(tokens)s::bigint[]) AS l(op_id, lease_token)
+FROM unnest(%(op_ids)b::text[], %(tokens)b::bigint[]) AS l(op_id, lease_token)
 WHERE o.id = l.op_id AND o.lease_token = l.lease_token AND o.status = 'running'
 RETURNING o.id, o.lease_token, o.cancel_requested;
 
@@ -198,8 +200,8 @@ SET status = CASE WHEN v.kind <> 'retry' THEN v.kind
     run_at = CASE WHEN v.kind = 'retry' THEN now() + make_interval(secs => v.retry_in_s)
                   ELSE o.run_at END,
     lease_expires_at = NULL
-FROM unnest(%(op_ids)s::text[], %(tokens)s::bigint[], %(kinds)s::text[],
-            %(results)s::text[], %(errors)s::text[], %(retry_in_s)s::float8[])
+FROM unnest(%(op_ids)b::text[], %(tokens)b::bigint[], %(kinds)b::text[],
+            %(results)b::text[], %(errors)b::text[], %(retry_in_s)b::float8[])
      AS v(op_id, lease_token, kind, result, error, retry_in_s)
 WHERE o.id = v.op_id AND o.lease_token = v.lease_token AND o.status = 'running'
 RETURNING o.id, v.lease_token, o.job_id, o.queue, o.key, v.kind;
@@ -316,4 +318,4 @@ RETURNING id;
 -- name: expire_leases_of_workers
 -- The leases of gone workers expire now, so the rescuer re-queues their work at once.
 UPDATE operations SET lease_expires_at = now() - interval '1 millisecond'
-WHERE status = 'running' AND worker_id = ANY(%(ids)s::text[]);
+WHERE status = 'running' AND worker_id = ANY(%(ids)b::text[]);
