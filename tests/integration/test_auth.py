@@ -222,7 +222,7 @@ def test_keys_are_stored_only_as_hashes(world: World) -> None:
     with sqlite3.connect(db) as conn:
         dump = "\n".join(conn.iterdump())
     for key in world.keys.values():
-        assert key not in dump and key.split("_")[2] not in dump
+        assert key not in dump and key.split("_", 2)[2] not in dump
     listed = keys_cli("list", "--json", store=world.store)
     assert listed.returncode == 0
     rows = json.loads(listed.stdout)
