@@ -150,14 +150,17 @@ class Worker:
         if any(not spec.is_async for spec in self.registry):
             self.pool = ProcessPool(self.config.processes, self.config.tasks)
             await self.pool.start()
-        await self.transport.start(self.queues, self.id)
-        log.info("worker %s serving queues %s", self.id, ",".join(self.queues))
-        self._flusher = asyncio.create_task(self._flush_outcomes())
+        # Heartbeats start before the transport does: a worker still waiting for its
+        # broker stays listed as live (it holds no leases until it receives work).
         background = [
             asyncio.create_task(self._heartbeat()),
             asyncio.create_task(self._rescuer.run(self._stopping)),
         ]
         try:
+            await self.transport.start(self.queues, self.id)
+            if not self._stopping.is_set():
+                log.info("worker %s serving queues %s", self.id, ",".join(self.queues))
+            self._flusher = asyncio.create_task(self._flush_outcomes())
             await self._receive_loop()
             await self._drain()
         finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.fleet import kafka_env, migrate, start_api
+from tests.support.fleet import kafka_env, migrate, query, start_api
 from tests.support.kafka import PrivateBroker, bootstrap, unique_prefix
 from tests.support.postgres import create_database, drop_database
 from tests.support.processes import ConveyorProcess, free_port, wait_until
@@ -67,6 +67,9 @@ def test_worker_and_relay_wait_for_a_broker_that_appears_later(tmp_path: Path) -
         for port in ports.values():  # alive, not ready, and saying why
             wait_until(lambda p=port: _probe(p, "/health/ready")[0] == 503, 60, 0.2)
             assert _probe(port, "/health/live")[0] == 200
+        # The reason appears once the first connection attempt has failed.
+        wait_until(lambda: "waiting for Kafka" in str(_probe(ports["worker"], "/health/ready")[1]),
+                   30, 0.2)
         status, body = _probe(ports["worker"], "/health/ready")
         assert status == 503 and "waiting for Kafka" in str(body["detail"]), body
         assert address in str(body["detail"])
@@ -76,6 +79,14 @@ def test_worker_and_relay_wait_for_a_broker_that_appears_later(tmp_path: Path) -
         outage_metrics = httpx.get(f"http://127.0.0.1:{ports['worker']}/metrics").text
         assert "conveyor_transport_waiting 1.0" in outage_metrics
         assert 'conveyor_kafka_client_events_total{kind="' in outage_metrics
+
+        # Heartbeats run while it waits: the registry keeps it live, never gone.
+        [first] = query(url, "SELECT last_seen_at FROM workers")
+        wait_until(lambda: query(url, "SELECT last_seen_at FROM workers")[0]["last_seen_at"]
+                   > first["last_seen_at"], 30, 0.2)
+        assert [r["status"] for r in query(url, "SELECT status FROM workers")] == ["live"]
+        assert "conveyor_transport_waiting 1.0" in httpx.get(
+            f"http://127.0.0.1:{ports['worker']}/metrics").text
 
         broker.restart()
         for port in ports.values():
