@@ -53,7 +53,8 @@ FROM outbox GROUP BY queue;
 WITH c AS MATERIALIZED (
     SELECT o.seq, o.queue, o.key FROM operations o
     WHERE o.id = ANY(%(ids)s::text[])
-      AND o.status IN ('scheduled', 'queued', 'retrying')
+      -- IS TRUE keeps the status test a filter (see queries.sql, mark_jobs_running)
+      AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE
       AND o.run_at <= now()
       AND (o.key IS NULL OR NOT EXISTS (
             SELECT 1 FROM operations p
@@ -78,7 +79,7 @@ SELECT o.id, o.queue, o.key, 'dispatch',
        + make_interval(secs => %(park_s)s)
 FROM operations o
 WHERE o.id = ANY(%(ids)s::text[])
-  AND o.status IN ('scheduled', 'queued', 'retrying') AND o.run_at <= now()
+  AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE AND o.run_at <= now()
 RETURNING op_id;
 
 -- name: outbox_reconcile

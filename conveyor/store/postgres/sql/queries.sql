@@ -121,7 +121,11 @@ FROM (
 WHERE jobs.id = s.job_id AND jobs.status <> s.status;
 
 -- name: mark_jobs_running
-UPDATE jobs SET status = 'running' WHERE id = ANY(%(ids)b::text[]) AND status = 'queued';
+-- The status test is written `(...) IS TRUE` so it stays a filter: the rows are found by
+-- their key, never by a scan of a status index chosen on stale statistics (after a
+-- burst arrives in an idle table, that scan reads every waiting row: ~40 ms at 30k).
+UPDATE jobs SET status = 'running'
+WHERE id = ANY(%(ids)b::text[]) AND (status = 'queued') IS TRUE;
 
 -- name: claim_candidates
 -- Step 1 of a claim: the head of the ready order of one queue, skipping rows other
@@ -154,7 +158,7 @@ SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token +
     worker_id = %(worker_id)s, started_at = clock_timestamp(),
     lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
 WHERE o.seq = ANY(%(seqs)b::bigint[])
-  AND o.status IN ('scheduled', 'queued', 'retrying')
+  AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE  -- see mark_jobs_running
   AND o.run_at <= now()
   AND (o.key IS NULL OR NOT EXISTS (
         SELECT 1 FROM operations p
@@ -168,7 +172,8 @@ RETURNING id, job_id, queue, task, args, key, attempts, max_attempts, timeout_s,
 WITH wanted AS MATERIALIZED (
     SELECT seq FROM operations
     WHERE id = ANY(%(ids)b::text[])
-      AND status IN ('scheduled', 'queued', 'retrying') AND run_at <= now()
+      AND (status IN ('scheduled', 'queued', 'retrying')) IS TRUE  -- see mark_jobs_running
+      AND run_at <= now()
     FOR UPDATE SKIP LOCKED)
 UPDATE operations o
 SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
