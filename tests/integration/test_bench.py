@@ -90,3 +90,24 @@ def test_bench_all_leaves_out_b5() -> None:
     assert _parse_list("all", SELECTABLE, "workload", everything=WORKLOADS) == list(WORKLOADS)
     assert "b5" not in WORKLOADS
     assert _parse_list("b1,b5", SELECTABLE, "workload") == ["b1", "b5"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_b3_measures_after_a_warm_up(tmp_path: Path) -> None:
+    """B3's arrivals start only once warm-up jobs went through the whole path, so worker
+    start-up is not reported as enqueue-to-start latency; the warm-up is not counted."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "embedded",
+           "--workloads", "b3", "--rate", "100", "--rate-duration", "1", "--processes", "1",
+           "--deadline", "50", "--workdir", str(tmp_path / "work"), "--out", str(out),
+           "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    b3 = json.loads(out.read_text())["results"]["b3"]
+    assert "error" not in b3, b3
+    assert b3["warmup_jobs"] == 20
+    assert b3["requests"] == 100 and b3["ok"] == 100
+    assert 0 < b3["sampled_ops"] <= 100
+    start = b3["enqueue_to_start_ms"]
+    assert start["count"] == b3["sampled_ops"]
+    assert 0 <= start["p50"] <= start["p99"] <= start["max"]
