@@ -50,8 +50,10 @@ class RequestMetrics:
                           for k, v in rate_headers.items())]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
-        self._observe(scope, status, time.perf_counter() - started)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:  # an exception escaping the app is counted as the 500 it becomes
+            self._observe(scope, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, status: int, elapsed_s: float) -> None:
         route = scope.get("route")
