@@ -83,14 +83,17 @@ class KafkaPublisher:
                 while producer.flush(1.0) > 0:
                     if time.monotonic() > deadline:
                         raise TransportError("Kafka did not confirm the batch in time")
-            except KafkaException as exc:
+            except (KafkaException, TransportError) as exc:
                 errors.append(exc.args[0] if exc.args else exc)
             if errors:
                 first = errors[0]
-                if getattr(first, "fatal", lambda: False)():
-                    log.warning("Kafka producer hit a fatal error (%s): starting a new one",
-                                first)
-                    self._producer = None
+                # A new producer for the next attempt, whatever the error: one that came
+                # through a broker crash can stay stuck (fatal or not) while fresh clients
+                # connect fine. What the old one still holds is dropped; the outbox rows
+                # are not marked, so they are published again (duplicates are harmless).
+                log.warning("Kafka producer failed a batch (%s): starting a new one", first)
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer = None
                 raise TransportError(f"Kafka refused {len(errors)} of {len(entries)} "
                                      f"messages: {first}")
 
