@@ -21,12 +21,14 @@ from tests.support.fleet import (
     start_relay,
     stop_all,
     submit_keyed,
+    wait_finished,
 )
 from tests.support.kafka import bootstrap, broker, unique_prefix
 from tests.support.postgres import create_database, drop_database
 from tests.support.processes import ConveyorProcess, wait_until
 
-pytestmark = pytest.mark.slow
+# Room for the stall report of wait_finished before pytest-timeout's own.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 OPS = 6_000
 KEYS = 60
@@ -51,7 +53,7 @@ def _run(tmp_path: Path, disrupt: Callable[[str, dict[str, ConveyorProcess],
         submitter.join(300)
         assert errors == []
         assert len(acknowledged) == OPS
-        wait_until(lambda: _succeeded(url) >= OPS, 300, 0.5)
+        wait_finished(url, OPS, 150, procs.values())
         ops = query(url, OPS_SQL)
     finally:
         stop_all(procs.values())

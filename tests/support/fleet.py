@@ -157,14 +157,39 @@ def check_outcomes(ops: list[dict[str, Any]], acknowledged: list[str], record_lo
     return executions
 
 
-def wait_finished(url: str, ops: int, timeout_s: float) -> None:
-    """Wait until ``ops`` operations are terminal (succeeded, dead or cancelled)."""
+def wait_finished(url: str, ops: int, timeout_s: float,
+                  procs: Iterable[ConveyorProcess] = ()) -> None:
+    """Wait until ``ops`` operations are terminal (succeeded, dead or cancelled); on time-out
+    fail with what was left behind and the tail of each process's log."""
     def finished() -> bool:
         [row] = query(url, "SELECT count(*) FILTER (WHERE status IN ('succeeded', 'dead', "
                       "'cancelled')) AS done FROM operations")
         return int(row["done"]) >= ops
 
-    wait_until(finished, timeout_s, 0.2)
+    try:
+        wait_until(finished, timeout_s, 0.2)
+    except TimeoutError:
+        raise AssertionError(describe_stall(url, procs)) from None
+
+
+def describe_stall(url: str, procs: Iterable[ConveyorProcess]) -> str:
+    """What a run that did not finish left: operations by status, the unfinished ones,
+    the outbox, and the last lines each process logged."""
+    lines = ["the run did not finish"]
+    for row in query(url, "SELECT status, count(*) AS n FROM operations GROUP BY status"):
+        lines.append(f"  operations {row['status']}: {row['n']}")
+    for row in query(url, "SELECT id, key, status, attempts, run_at, worker_id, lease_expires_at "
+                     "FROM operations WHERE status NOT IN ('succeeded', 'dead', 'cancelled') "
+                     "ORDER BY seq LIMIT 10"):
+        lines.append(f"  unfinished {dict(row)}")
+    [outbox] = query(url, "SELECT count(*) AS n, count(*) FILTER (WHERE claimed_until IS "
+                     "NOT NULL) AS claimed, min(due_at) AS oldest_due FROM outbox")
+    lines.append(f"  outbox {dict(outbox)}")
+    for p in procs:
+        tail = p.log_path.read_text(errors="replace").splitlines()[-25:]
+        lines.append(f"--- {p.log_path.name} (last {len(tail)} lines)")
+        lines.extend(tail)
+    return "\n".join(lines)
 
 
 def stop_all(procs: Iterable[ConveyorProcess]) -> None:
