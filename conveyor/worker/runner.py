@@ -305,6 +305,12 @@ class Worker:
                 self._finish(claim.op_id)
                 if entry.interrupt is None:
                     raise
+                if entry.interrupt == "lost":
+                    # The store owns the operation again (and re-dispatches it): done
+                    # with its delivery here. A Kafka message left open would hold back
+                    # every later message of its key, the re-dispatched one included.
+                    await self.transport.ack([claim])
+                    await self.transport.wake()
                 return None
         except PoolTaskError as exc:
             outcome = self._failed(claim, exc.failure)

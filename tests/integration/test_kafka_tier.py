@@ -167,3 +167,31 @@ def test_relay_process_serves_metrics(tier: dict[str, Any]) -> None:
     assert re.search(r'^conveyor_outbox_backlog\{queue="default"\} 0\.0$', text, re.M)
     assert re.search(r'^conveyor_consumer_lag\{partition="\d",queue="default"\} 1\.0$', text,
                      re.M)
+
+
+def test_an_attempt_whose_lease_was_lost_does_not_hold_back_its_key(
+        tier: dict[str, Any]) -> None:
+    """A worker that loses a lease mid-attempt (the lease expired and was rescued) drops
+    the attempt and lets go of its message: the operation's new message, in the same
+    partition behind it, and the key's next operation both run."""
+    api, url = tier["api"], tier["url"]
+    env = {**tier["env"], "CONVEYOR_LEASE_S": "3", "CONVEYOR_RESCUE_INTERVAL_S": "60"}
+    tier["procs"].append(start_worker(url, tier["tmp"], "worker", env))
+    [slow_job] = _submit(api, [{"task": "test.record", "key": "k",
+                                "args": {"n": 0, "sleep_s": 4}}])
+
+    def op_of(job_id: str) -> dict[str, Any]:
+        [row] = query(url, "SELECT id, status, attempts FROM operations WHERE job_id = %s",
+                      (job_id,))
+        return row
+
+    wait_until(lambda: op_of(slow_job)["status"] == "running", 60, 0.05)
+    # What a rescuer does to an expired lease: the operation waits again (and, through
+    # the outbox, gets a new message in the same partition, behind the one being run).
+    query(url, "UPDATE operations SET status = 'queued', run_at = now(), worker_id = NULL, "
+          "lease_expires_at = NULL WHERE job_id = %s AND status = 'running'", (slow_job,))
+    [next_job] = _submit(api, [{"task": "test.record", "key": "k",
+                                "args": {"n": 1, "sleep_s": 0}}])
+    wait_until(lambda: op_of(slow_job)["status"] == op_of(next_job)["status"] == "succeeded",
+               60, 0.2)
+    assert op_of(slow_job)["attempts"] == 2, "the lost attempt ended; a new one ran"
