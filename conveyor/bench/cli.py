@@ -112,7 +112,7 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
                     sqlite_synchronous: str = "FULL") -> bool:
     """Run every selected workload (and ceiling) into ``report``; False if any failed."""
     groups = {**target.groups(), "generator": lambda: [os.getpid()]}
-    sampler = Sampler(groups, interval_s=0.1).start()
+    sampler = Sampler(groups, interval_s=0.1, pool=groups.get(target.pool_group)).start()
     bench = Bench(target, sampler, options, reporter)
     ok = True
     try:

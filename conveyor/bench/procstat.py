@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -114,6 +115,63 @@ def machine_busy_s() -> float | None:
     return (sum(values) - values[3] - values[4]) / CLK_TCK
 
 
+def read_schedstat(pid: int) -> tuple[float, float] | None:
+    """Seconds the main thread of ``pid`` has run on a core, and has waited runnable for
+    one (``/proc/<pid>/schedstat``); None when it is gone or the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            run_ns, wait_ns = f.read().split()[:2]
+        return int(run_ns) / 1e9, int(wait_ns) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def pool_children(roots: Iterable[int]) -> list[int]:
+    """The direct children of ``roots`` that ``multiprocessing`` started with ``spawn``
+    (a worker's process pool), without its resource tracker."""
+    parents = {r for r in roots if r > 0}
+    if not parents:
+        return []
+    found = []
+    for pid in all_pids():
+        s = read_proc(pid)
+        if s is None or s.ppid not in parents:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(pid)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTime:
+    """Where the time of a worker's pool processes went in a window, in process-seconds.
+
+    ``busy_s`` on a core, ``runqueue_s`` runnable but waiting for a core (other processes
+    had them), ``idle_s`` neither: waiting for a call (the worker did not feed it)."""
+
+    processes: int
+    wall_s: float
+    busy_s: float
+    runqueue_s: float
+    idle_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        total = max(self.wall_s, 1e-9)
+        return {
+            "processes": self.processes,
+            "busy_s": round(self.busy_s, 3), "runqueue_s": round(self.runqueue_s, 3),
+            "idle_s": round(self.idle_s, 3),
+            "busy_share": round(self.busy_s / total, 3),
+            "runqueue_share": round(self.runqueue_s / total, 3),
+            "idle_share": round(self.idle_s / total, 3),
+        }
+
+
 MACHINE = "machine"
 """The special group name whose series is the whole machine's busy CPU."""
 
@@ -159,6 +217,21 @@ def listening_pid(port: int) -> int | None:
     return min(owners)
 
 
+class Listener:
+    """The roots of a group found by its listening port: :func:`listening_pid` walks every
+    open file of every process (milliseconds of the benchmark's own CPU, taken from the
+    system it measures), so the pid is looked up once and again only once it is gone."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._pid: int | None = None
+
+    def __call__(self) -> list[int]:
+        if self._pid is None or not os.path.exists(f"/proc/{self._pid}"):
+            self._pid = listening_pid(self.port)
+        return [self._pid] if self._pid else []
+
+
 @dataclass
 class Series:
     """A group's samples over time: wall-clock seconds, cumulative CPU seconds, RSS."""
@@ -197,10 +270,19 @@ class Sampler:
     ``groups`` maps a name to a function returning the group's current root pids (a
     server restarted between phases gets a new pid). The special name ``generator`` is
     this process. Use as a context manager, or ``start``/``stop``.
+
+    ``pool`` (optional) returns the pids of the process whose pool processes are to be
+    followed: each sample then also reads their scheduler counters, so
+    :meth:`pool_window` tells how much of a window they ran, waited for a core, or idled.
     """
 
-    def __init__(self, groups: dict[str, RootsFn], interval_s: float = 0.2) -> None:
+    def __init__(self, groups: dict[str, RootsFn], interval_s: float = 0.2,
+                 pool: RootsFn | None = None) -> None:
         self._groups = dict(groups)
+        self._pool = pool
+        self._pool_pids: tuple[tuple[int, ...], list[int], float] | None = None
+        self.pool_series: dict[int, list[tuple[float, float, float]]] = {}
+        """Per pool process: (wall-clock time, seconds on a core, seconds runnable)."""
         self.interval_s = interval_s
         self.series: dict[str, Series] = {name: Series() for name in self._groups}
         self._stop = threading.Event()
@@ -226,6 +308,8 @@ class Sampler:
             m.t.append(now)
             m.cpu_s.append(busy)
             m.rss_bytes.append(0)
+        if self._pool is not None:
+            self._sample_pool(now)
         for name, roots in groups:
             pids = roots()
             if pids == [os.getpid()]:
@@ -251,6 +335,36 @@ class Sampler:
             s.t.append(now)
             s.cpu_s.append(cpu)
             s.rss_bytes.append(rss)
+
+    def _sample_pool(self, now: float) -> None:
+        assert self._pool is not None
+        key = tuple(sorted(self._pool()))
+        cached = self._pool_pids
+        if cached is None or cached[0] != key or now - cached[2] >= self.rescan_s:
+            cached = self._pool_pids = (key, pool_children(key), now)
+        for pid in cached[1]:
+            counters = read_schedstat(pid)
+            if counters is not None:
+                self.pool_series.setdefault(pid, []).append((now, *counters))
+
+    def pool_window(self, start: float, end: float) -> PoolTime | None:
+        """Where the pool processes' time went between two wall-clock times (each process
+        over the part of the window it was sampled in); None without samples."""
+        processes = 0
+        wall = busy = wait = 0.0
+        for samples in self.pool_series.values():
+            a, b = max(start, samples[0][0]), min(end, samples[-1][0])
+            if b <= a:
+                continue
+            run0, wait0 = _interpolate(samples, a)
+            run1, wait1 = _interpolate(samples, b)
+            processes += 1
+            wall += b - a
+            busy += max(0.0, run1 - run0)
+            wait += max(0.0, wait1 - wait0)
+        if not processes:
+            return None
+        return PoolTime(processes, wall, busy, wait, max(0.0, wall - busy - wait))
 
     def _sample_cached(self, name: str, roots: list[int], now: float) -> GroupSample:
         """A group's figures, re-walking ``/proc`` for its members only every
@@ -316,3 +430,16 @@ class Sampler:
                 out[name] = {"start_mib": values[0] / 2**20, "end_mib": values[-1] / 2**20,
                              "max_mib": max(values) / 2**20}
         return out
+
+
+def _interpolate(samples: list[tuple[float, float, float]], when: float
+                 ) -> tuple[float, float]:
+    """The two counters of ``samples`` at ``when`` (linear between the samples around it)."""
+    i = bisect.bisect_left(samples, (when,))
+    if i <= 0:
+        return samples[0][1], samples[0][2]
+    if i >= len(samples):
+        return samples[-1][1], samples[-1][2]
+    (t0, r0, w0), (t1, r1, w1) = samples[i - 1], samples[i]
+    f = 0.0 if t1 <= t0 else (when - t0) / (t1 - t0)
+    return r0 + (r1 - r0) * f, w0 + (w1 - w0) * f

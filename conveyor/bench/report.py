@@ -71,6 +71,14 @@ def _cpu(result: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _pool_detail(pool: dict[str, Any] | None) -> str:
+    if not pool:
+        return ""
+    return (f"; pool {pool['busy_share'] * 100:.0f} % on a core, "
+            f"{pool['runqueue_share'] * 100:.0f} % waiting for one, "
+            f"{pool['idle_share'] * 100:.0f} % idle")
+
+
 def headline(result: dict[str, Any]) -> tuple[str, str]:
     """The one figure each workload is judged by, and its detail line."""
     w = result.get("workload")
@@ -104,7 +112,8 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
     if w == "b4":
         return (f"{result['efficiency'] * 100:.1f} % efficient",
                 f"{_fmt(result['ops_per_s'], 1)} ops/s of {_fmt(result['ideal_ops_per_s'])} "
-                f"ideal ({result['processes']} processes x {result['args']['ms']:g} ms)")
+                f"ideal ({result['processes']} processes x {result['args']['ms']:g} ms)"
+                + _pool_detail(result.get("pool")))
     if w == "b5":
         rss = result.get("worker_rss", {})
         if rss.get("growth_pct") is None:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .procstat import listening_pid
+from .procstat import Listener
 
 RootsFn = Callable[[], list[int]]
 
@@ -137,6 +137,8 @@ class Target:
     name = "external"
     can_pause = False
     """True when workers can be held back while a drain workload loads its operations."""
+    pool_group = "server"
+    """The group whose process runs the process pool (its children are followed)."""
 
     def __init__(self, url: str, processes: int, concurrency: int | None = None) -> None:
         self.url = url.rstrip("/")
@@ -155,7 +157,7 @@ class Target:
     def groups(self) -> dict[str, RootsFn]:
         """Process groups to account CPU to: name -> current root pids."""
         port = urlsplit(self.url).port or 80
-        return {"server": lambda: _one(listening_pid(port))}
+        return {"server": Listener(port)}
 
     def describe(self) -> dict[str, Any]:
         return {"tier": self.name, "url": self.url, "processes": self.processes,
@@ -292,6 +294,7 @@ class PostgresTier(_ManagedTier):
     """``conveyor api`` + ``conveyor worker`` on a PostgreSQL store."""
 
     name = "postgres"
+    pool_group = "worker"
 
     def __init__(self, store: str, workdir: Path, processes: int, concurrency: int,
                  **kw: Any) -> None:
@@ -319,7 +322,7 @@ class PostgresTier(_ManagedTier):
         host = urlsplit(self.store).hostname or ""
         groups = {"api": self._pid_of("api"), "worker": self._pid_of("worker")}
         if host in ("127.0.0.1", "localhost", "::1", ""):
-            groups["postgres"] = lambda: _one(listening_pid(pg_port))
+            groups["postgres"] = Listener(pg_port)
         return groups
 
     def describe(self) -> dict[str, Any]:
@@ -351,7 +354,12 @@ class KafkaTier(PostgresTier):
             self.start_workers()
 
     def groups(self) -> dict[str, RootsFn]:
-        return {**super().groups(), "relay": self._pid_of("relay")}
+        groups = {**super().groups(), "relay": self._pid_of("relay")}
+        first = self.kafka_bootstrap.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        if host.strip("[]") in ("127.0.0.1", "localhost", "::1", "") and port.isdigit():
+            groups["kafka"] = Listener(int(port))  # the broker (a JVM) shares the cores
+        return groups
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tier": self.name,

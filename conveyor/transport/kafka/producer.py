@@ -5,6 +5,7 @@ replica when :meth:`KafkaPublisher.publish` returns, and the broker drops the pr
 own retries, so a broker restart in the middle of a batch neither loses nor reorders
 messages of one partition. What :meth:`publish` cannot promise (it raised, or the process
 died) is retried from the outbox: duplicates, which consumers recognise as stale.
+Unkeyed messages go to a random partition each, so the workers of a queue share a batch.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class KafkaPublisher:
             "acks": "all",
             "linger.ms": linger_ms,
             "partitioner": "murmur2_random",  # Java-compatible: key -> partition
+            # Unkeyed messages: a random partition each. By default they stick to one
+            # partition per linger window, so a relay batch of 500 landed mostly on one
+            # partition and the one worker holding it had the work while others idled.
+            "sticky.partitioning.linger.ms": 0,
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
         })

@@ -1,0 +1,90 @@
+"""The benchmark's /proc accounting: where the pool processes' time went in a window, the
+pool processes found under a worker, and listening pids looked up once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from conveyor.bench import procstat
+from conveyor.bench.procstat import Listener, Sampler, pool_children, read_schedstat
+
+
+def test_pool_window_splits_each_process_time_into_busy_runqueue_and_idle() -> None:
+    sampler = Sampler({})
+    # (time, seconds on a core, seconds runnable) per process, cumulative
+    sampler.pool_series = {
+        1: [(100.0, 0.0, 0.0), (110.0, 6.0, 3.0)],   # busy 60 %, runqueue 30 %, idle 10 %
+        2: [(100.0, 0.0, 0.0), (110.0, 10.0, 0.0)],  # busy all the time
+    }
+    used = sampler.pool_window(100.0, 110.0)
+    assert used is not None
+    assert used.processes == 2
+    assert used.wall_s == pytest.approx(20.0)
+    assert used.busy_s == pytest.approx(16.0)
+    assert used.runqueue_s == pytest.approx(3.0)
+    assert used.idle_s == pytest.approx(1.0)
+    shares = used.to_json()
+    assert shares["busy_share"] == 0.8 and shares["runqueue_share"] == 0.15
+    assert shares["idle_share"] == 0.05
+
+
+def test_pool_window_interpolates_and_counts_a_process_only_while_it_was_sampled() -> None:
+    sampler = Sampler({})
+    sampler.pool_series = {
+        1: [(100.0, 0.0, 0.0), (104.0, 4.0, 0.0)],  # replaced at 104 ...
+        2: [(104.0, 0.0, 0.0), (108.0, 2.0, 2.0)],  # ... by this one
+        3: [(90.0, 0.0, 0.0), (95.0, 5.0, 0.0)],    # before the window: not counted
+    }
+    used = sampler.pool_window(102.0, 108.0)
+    assert used is not None
+    assert used.processes == 2
+    assert used.wall_s == pytest.approx(6.0)
+    assert used.busy_s == pytest.approx(2.0 + 2.0)
+    assert used.runqueue_s == pytest.approx(2.0)
+    assert used.idle_s == pytest.approx(0.0)
+
+
+def test_pool_window_without_samples_is_none() -> None:
+    assert Sampler({}).pool_window(0.0, 1.0) is None
+
+
+def test_listener_looks_the_pid_up_once_while_the_process_lives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = [os.getpid(), 2**22 + 12345]
+    calls: list[int] = []
+
+    def lookup(port: int) -> int | None:
+        calls.append(port)
+        return answers[min(len(calls) - 1, len(answers) - 1)]
+
+    monkeypatch.setattr(procstat, "listening_pid", lookup)
+    listener = Listener(5432)
+    assert [listener() for _ in range(5)] == [[os.getpid()]] * 5
+    assert calls == [5432]
+    listener._pid = 2**22 + 99999  # the listener went away: looked up again
+    assert listener() == [2**22 + 12345]
+    assert calls == [5432, 5432]
+
+
+def _wait(event: object) -> None:
+    event.wait(30)  # type: ignore[attr-defined]
+
+
+def test_pool_children_finds_spawned_processes_and_their_scheduler_counters() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Event()
+    child = ctx.Process(target=_wait, args=(done,), daemon=True)
+    child.start()
+    try:
+        assert child.pid is not None
+        found = pool_children([os.getpid()])
+        assert child.pid in found
+        counters = read_schedstat(child.pid)
+        assert counters is not None and counters[0] > 0
+        assert pool_children([]) == []
+    finally:
+        done.set()
+        child.join(10)
