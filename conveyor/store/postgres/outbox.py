@@ -79,6 +79,13 @@ class OutboxMixin(PgCore):
 
         return await self._read(read)
 
+    async def next_outbox_due_s(self) -> float | None:
+        async def read(conn: Conn) -> float | None:
+            [row] = await _fetch(conn, "outbox_next_due")
+            return None if row["wait_s"] is None else max(0.0, float(row["wait_s"]))
+
+        return await self._read(read)
+
     async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
                               park_s: float) -> Delivered:
         if not op_ids:

@@ -47,6 +47,14 @@ DELETE FROM outbox WHERE id = ANY(%(ids)s::bigint[]);
 SELECT queue, count(*) FILTER (WHERE due_at <= now()) AS due, count(*) AS total
 FROM outbox GROUP BY queue;
 
+-- name: outbox_next_due
+-- Seconds until the earliest row nobody is publishing falls due (negative if one is
+-- due, null if none). min() over the due_at index stops at the first unclaimed row; rows
+-- claimed by a relay that died come back at its lease's end, found by the fallback poll.
+SELECT extract(epoch FROM min(due_at) - now())::float8 AS wait_s
+FROM outbox
+WHERE claimed_until IS NULL OR claimed_until < now();
+
 -- name: delivered_candidates
 -- Step 1 of leasing operations delivered by the log: those waiting, due and first of
 -- their key (same rule as claim_candidates), then the key lock of each keyed one.
