@@ -32,6 +32,9 @@ class FakeOutbox:
     def expire_claims(self) -> None:
         self.claimed.clear()
 
+    async def next_outbox_due_s(self) -> float | None:
+        return None
+
     async def enable_outbox(self) -> None: ...
     async def outbox_backlog(self) -> dict[str, int]:
         return {"default": len(self.rows)}
