@@ -40,4 +40,7 @@ def test_bench_b1_on_the_kafka_tier(tmp_path: Path) -> None:
     b1 = report["results"]["b1"]
     assert b1["ops"] == N_OPS and b1["outcomes"] == {"succeeded": N_OPS}
     assert b1["ops_per_s"] > 0
-    assert b1["cpu"]["relay"]["cpu_s"] > 0 and b1["cpu"]["worker"]["cpu_s"] > 0
+    # The relay is measured like the others; during the drain it has nothing to publish
+    # (rows went out during the load) and, woken by NOTIFY instead of polling, may use no
+    # CPU at all.
+    assert b1["cpu"]["relay"]["cpu_s"] >= 0 and b1["cpu"]["worker"]["cpu_s"] > 0
