@@ -71,8 +71,10 @@ class Config:
     instead of (or besides) a separate ``conveyor relay``."""
     relay_batch: int = 500
     """Outbox rows published per batch."""
-    relay_poll_s: float = 0.05
-    """How often an idle relay looks for due outbox rows."""
+    relay_poll_s: float = 1.0
+    """Fallback poll of an idle relay. It wakes on new outbox rows (PostgreSQL
+    ``LISTEN/NOTIFY``) and when the earliest delayed row falls due; this bounds the delay
+    only when a notification was missed (the listening connection dropped)."""
     relay_lease_s: float = 10.0
     """A batch claimed by a relay that died is published again after this long."""
     reconcile_after_s: float = 60.0

@@ -10,6 +10,11 @@ Guarantees (with :class:`conveyor.store.base.OutboxStore`):
 * Delays and backoffs never block a partition: a row is published only once due.
 * Several relays may run at once (rows are claimed with ``SKIP LOCKED``); per-key order
   does not depend on it, because the store checks it when a worker leases.
+* Latency: an idle relay wakes when rows are written (the store's
+  :class:`~conveyor.store.base.OutboxSignal`, PostgreSQL ``LISTEN/NOTIFY``), when the
+  earliest delayed row falls due, and at the latest after ``poll_s``. A missed wake-up
+  (a dropped listening connection) delays publication by at most ``poll_s``; a store
+  without the signal is simply polled every ``poll_s``.
 
 The relay also reconciles (see :class:`conveyor.reconcile.Reconciler`) when given one.
 """
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .errors import StoreUnavailable, TransportError
-from .store.base import OutboxStore
+from .store.base import OutboxSignal, OutboxStore
 from .transport.base import Publisher
 
 log = logging.getLogger("conveyor.relay")
@@ -35,13 +40,15 @@ class Periodic(Protocol):
 
 
 class Relay:
-    """Moves outbox rows into the log in batches of ``batch``."""
+    """Moves outbox rows into the log in batches of ``batch``; ``poll_s`` is the fallback
+    poll of an idle relay (see the module's guarantees)."""
 
     def __init__(self, outbox: OutboxStore, publisher: Publisher, *, batch: int = 500,
-                 poll_s: float = 0.05, lease_s: float = 10.0,
+                 poll_s: float = 1.0, lease_s: float = 10.0,
                  maintenance: Periodic | None = None, maintenance_interval_s: float = 5.0,
                  closers: Sequence[Callable[[], None]] = ()) -> None:
         self._outbox = outbox
+        self._signal = outbox if isinstance(outbox, OutboxSignal) else None
         self._publisher = publisher
         self._batch = batch
         self._poll_s = poll_s
@@ -69,8 +76,27 @@ class Relay:
         for close in self._closers:
             close()
 
+    async def _idle_s(self) -> float:
+        """How long to wait after a short batch: until the earliest row falls due, at
+        most ``poll_s``."""
+        due_s = await self._outbox.next_outbox_due_s()
+        return self._poll_s if due_s is None else min(self._poll_s, max(due_s, 0.001))
+
+    async def _wait(self, stopping: asyncio.Event, timeout_s: float) -> None:
+        """Until ``stopping``, a wake-up from the store's signal, or ``timeout_s``."""
+        waiters: list[asyncio.Task[object]] = [asyncio.create_task(stopping.wait())]
+        if self._signal is not None:
+            waiters.append(asyncio.create_task(self._signal.wait_outbox(timeout_s)))
+        try:
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """Until ``stopping`` is set: publish, waiting ``poll_s`` when nothing is due."""
+        """Until ``stopping`` is set: publish, and when nothing is left, wait for new rows
+        (see the module's guarantees)."""
         loop = asyncio.get_running_loop()
         backoff_s = 0.2
         next_maintenance = loop.time() + self._maintenance_interval_s
@@ -80,14 +106,13 @@ class Relay:
                 if self._maintenance is not None and loop.time() >= next_maintenance:
                     next_maintenance = loop.time() + self._maintenance_interval_s
                     await self._maintenance.run_once()
+                idle_s = await self._idle_s() if n < self._batch else 0.0
                 backoff_s = 0.2
             except (StoreUnavailable, TransportError) as exc:
                 log.warning("relay: %s; retrying in %.1f s", exc, backoff_s)
-                n = 0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
-            if n < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), self._poll_s)
+            if idle_s > 0:
+                await self._wait(stopping, idle_s)

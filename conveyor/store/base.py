@@ -191,6 +191,12 @@ class OutboxStore(Protocol):
     async def outbox_backlog(self) -> dict[str, int]:
         """Due rows not yet published, per queue."""
 
+    async def next_outbox_due_s(self) -> float | None:
+        """Seconds until the earliest row nobody is publishing falls due (0 when one is
+        due now), by the store's clock; ``None`` when there is none. A relay that found
+        nothing to claim waits this long at most, so a delayed row is published on time
+        without a notification."""
+
     async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
                               park_s: float) -> Delivered:
         """Lease the given operations if they are waiting, due and first of their key
@@ -200,3 +206,15 @@ class OutboxStore(Protocol):
     async def reconcile_outbox(self, queue: str, older_than_s: float, limit: int) -> list[str]:
         """Give a new outbox row to operations of ``queue`` that have waited (due) for
         longer than ``older_than_s`` with none: their message was lost."""
+
+
+@runtime_checkable
+class OutboxSignal(Protocol):
+    """Optional capability of an :class:`OutboxStore` (PostgreSQL: ``LISTEN/NOTIFY``):
+    wait until outbox rows may have been written."""
+
+    async def wait_outbox(self, timeout_s: float) -> None:
+        """Return soon after outbox rows were written (by any process) since the previous
+        call, at once if that happened already, or after ``timeout_s``, whichever is
+        first. The first call returns at once. Never raises for a lost connection:
+        waiting then lasts ``timeout_s`` (a wake-up may be missed, never a row)."""

@@ -1,6 +1,6 @@
 """The in-memory store with the outbox capability, for unit tests of log transports and
-the relay (:class:`conveyor.store.base.OutboxStore`, the same conformance suite as
-PostgreSQL).
+the relay (:class:`conveyor.store.base.OutboxStore` and ``OutboxSignal``, the same
+conformance suite as PostgreSQL).
 
 Rows are written the way PostgreSQL's triggers write them: every state-changing call runs
 under one lock, the operations' ``(status, run_at)`` are compared before and after, and
@@ -12,6 +12,7 @@ call: a test double, not a production store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class MemoryOutboxStore(MemoryStore):
         self._next_row = 0
         self._enabled = False
         self._changes = asyncio.Lock()
+        self._written = asyncio.Event()
+        self._written.set()  # the first wait_outbox returns at once
 
     # the "triggers" ----------------------------------------------------------------------
     def _add(self, op_id: str, kind: str, due_at: float) -> None:
@@ -60,6 +63,7 @@ class MemoryOutboxStore(MemoryStore):
         self._next_row += 1
         self._outbox[self._next_row] = _Row(self._next_row, op_id, op.queue, op.key, kind,
                                             due_at)
+        self._written.set()
 
     async def _tracked(self, call: Callable[[], Awaitable[T]]) -> T:
         async with self._changes:
@@ -151,6 +155,20 @@ class MemoryOutboxStore(MemoryStore):
                 if row.due_at <= now:
                     out[row.queue] = out.get(row.queue, 0) + 1
             return out
+
+    async def next_outbox_due_s(self) -> float | None:
+        async with self._changes:
+            now = self._clock()
+            due = [r.due_at for r in self._outbox.values()
+                   if r.claimed_until is None or r.claimed_until < now]
+            return max(0.0, min(due) - now) if due else None
+
+    async def wait_outbox(self, timeout_s: float) -> None:
+        """The :class:`~conveyor.store.base.OutboxSignal` of this process's rows."""
+        if not self._written.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._written.wait(), timeout_s)
+        self._written.clear()
 
     async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
                               park_s: float) -> Delivered:

@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
 from ..model import ErrorInfo, Lease, OpFilter, OpStatus, Outcome
-from ..store.base import OutboxEntry, OutboxStore, Store
+from ..store.base import OutboxEntry, OutboxSignal, OutboxStore, Store
 from .contract_support import (
     LONG_LEASE_S,
     SHORT_LEASE_S,
+    TIME_TOLERANCE_S,
     eventually,
     insert,
     job,
@@ -137,3 +144,59 @@ class OutboxCases:
         await store.enable_outbox()
         await insert(store, job("t.a"))
         assert len(await _drain(store)) == 1
+
+    async def test_next_due_is_the_earliest_row_nobody_publishes(self, store: Both) -> None:
+        """What an idle relay waits for: none, a delayed row's remaining delay, 0 for a
+        due row; rows being published do not count."""
+        assert await store.next_outbox_due_s() is None
+        await insert(store, job(op("t.later", delay_s=30)))
+        later_s = await store.next_outbox_due_s()
+        assert later_s is not None and 28.0 < later_s <= 30.0 + TIME_TOLERANCE_S, later_s
+        await insert(store, job("t.now"))
+        assert await store.next_outbox_due_s() == 0.0
+        [claimed] = await store.claim_outbox(10, LONG_LEASE_S)
+        again_s = await store.next_outbox_due_s()
+        assert again_s is not None and 28.0 < again_s <= later_s, (again_s, later_s)
+        await store.mark_published([claimed.id])
+        assert await store.next_outbox_due_s() == pytest.approx(again_s, abs=1.0)
+
+    async def test_wait_outbox_ends_when_rows_are_written(self, store: Both) -> None:
+        """The optional signal: the first call returns at once, a quiet one waits its
+        timeout, and any row written (due now or later, by a submission or by parking)
+        ends a wait at once."""
+        if not isinstance(store, OutboxSignal):
+            pytest.skip("no OutboxSignal")
+        await _quiet(store)
+        await insert(store, job(op("t.first", key="k")), job(op("t.second", key="k")))
+        by_task = {o.task: o.id for o in await store.list_operations(OpFilter(limit=10))}
+        assert await _woken_s(store, 0.0) < 0.2, "rows written before the call"
+        await _drain(store)
+        await _quiet(store)
+        assert await _woken_s(store, 0.1, lambda: insert(store, job(op("t.x", delay_s=60))))\
+            < 1.0, "a submission (delayed) ends the wait"
+        await _quiet(store)
+        got = await store.claim_delivered(list(by_task.values()), "w1", LONG_LEASE_S, 30.0)
+        assert got.parked == [by_task["t.second"]]
+        assert await _woken_s(store, 0.0) < 0.2, "parking wrote a row"
+
+
+async def _quiet(store: OutboxSignal) -> None:
+    """Consume pending wake-ups (the first call, a listener connecting) until a wait
+    lasts its whole timeout."""
+    for _ in range(20):
+        started = time.monotonic()
+        await store.wait_outbox(0.3)
+        if time.monotonic() - started >= 0.25:
+            return
+    raise AssertionError("wait_outbox never waited")
+
+
+async def _woken_s(store: OutboxSignal, after_s: float, write: Any = None) -> float:
+    """Seconds from ``write`` (run ``after_s`` into a 10 s wait) to the wait's end."""
+    waiting = asyncio.create_task(store.wait_outbox(10.0))
+    await asyncio.sleep(after_s)
+    started = time.monotonic()
+    if write is not None:
+        await write()
+    await waiting
+    return time.monotonic() - started

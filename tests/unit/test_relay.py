@@ -4,6 +4,7 @@ publisher confirmed the whole batch; a failed batch stays for the next attempt."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from conveyor.errors import TransportError
@@ -31,6 +32,9 @@ class FakeOutbox:
 
     def expire_claims(self) -> None:
         self.claimed.clear()
+
+    async def next_outbox_due_s(self) -> float | None:
+        return None
 
     async def enable_outbox(self) -> None: ...
     async def outbox_backlog(self) -> dict[str, int]:
@@ -100,3 +104,38 @@ async def test_run_survives_failures_and_stops_when_asked() -> None:
     stopping.set()
     await asyncio.wait_for(task, 5)
     assert outbox.rows == {}
+
+
+async def test_an_idle_relay_wakes_on_new_rows_and_when_a_delayed_row_falls_due() -> None:
+    """With a 5 s fallback poll: a submission is published at once (the store's signal),
+    a delayed row when due (the relay waits until the earliest due row), not before."""
+    from conveyor.store.memory_outbox import MemoryOutboxStore
+    from conveyor.testing.contract_support import insert, job, op
+
+    store = MemoryOutboxStore()
+    await store.open()
+    await store.enable_outbox()
+    publisher = FakePublisher()
+    relay = Relay(store, publisher, poll_s=5.0)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+
+    async def published_within(n: int, within_s: float) -> float:
+        started = time.monotonic()
+        while len(publisher.published) < n:
+            assert time.monotonic() - started < within_s, publisher.published
+            await asyncio.sleep(0.005)
+        return time.monotonic() - started
+
+    try:
+        await asyncio.sleep(0.1)  # idle now, in a 5 s wait
+        await insert(store, job("t.now"))
+        assert await published_within(1, 0.2) < 0.2
+        await insert(store, job(op("t.later", delay_s=0.5)))
+        await asyncio.sleep(0.4)
+        assert len(publisher.published) == 1, "not before it is due"
+        assert await published_within(2, 0.4) < 0.4
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+        await store.close()

@@ -5,6 +5,8 @@ Rows are written by triggers (``003_outbox.sql``), so every path that makes an o
 ready (submission, retry, rescue, release, replay) writes its row in its own transaction
 without knowing about the outbox. Leasing delivered operations uses the same key lock and
 two-statement order check as :meth:`LeaseMixin.claim`, so log and store claims mix safely.
+The relay's claims and deletions commit without waiting for the WAL flush: a server crash
+can undo them, which makes rows publish twice (harmless), never lost.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class OutboxMixin(PgCore):
             return []
 
         async def claim(conn: Conn) -> list[OutboxEntry]:
+            await conn.execute(OUTBOX_SQL["outbox_relay_commit"])
             found = await _fetch(conn, "outbox_claim", {"limit": limit, "lease_s": lease_s})
             if not found:
                 return []
@@ -69,6 +72,7 @@ class OutboxMixin(PgCore):
     async def mark_published(self, ids: Sequence[int]) -> None:
         if ids:
             async def mark(conn: Conn) -> None:
+                await conn.execute(OUTBOX_SQL["outbox_relay_commit"])
                 await _fetch(conn, "outbox_published", {"ids": list(ids)})
 
             await self._tx(mark)
@@ -76,6 +80,13 @@ class OutboxMixin(PgCore):
     async def outbox_backlog(self) -> dict[str, int]:
         async def read(conn: Conn) -> dict[str, int]:
             return {r["queue"]: int(r["due"]) for r in await _fetch(conn, "outbox_backlog")}
+
+        return await self._read(read)
+
+    async def next_outbox_due_s(self) -> float | None:
+        async def read(conn: Conn) -> float | None:
+            [row] = await _fetch(conn, "outbox_next_due")
+            return None if row["wait_s"] is None else max(0.0, float(row["wait_s"]))
 
         return await self._read(read)
 

@@ -149,6 +149,12 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
         then degrades to the timeout, i.e. to polling."""
         await self._listener.wait(queues, timeout_s)
 
+    async def wait_outbox(self, timeout_s: float) -> None:
+        """Return soon after outbox rows were written (``LISTEN conveyor_outbox``), at
+        once if that happened since the previous call, or after ``timeout_s``. Never
+        raises for a lost connection: waiting then degrades to the timeout."""
+        await self._listener.wait_outbox(timeout_s)
+
     # submission ------------------------------------------------------------------------
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
         """All of ``jobs`` or none, committed (with whatever else shares the group) before
