@@ -55,6 +55,8 @@ class Config:
     group has the same name."""
     kafka_session_timeout_s: float = 10.0
     """A killed worker's partitions move to the others after at most this long."""
+    kafka_max_buffered: int = 5000
+    """Messages a worker holds per queue before it pauses fetching (resumes at half)."""
     kafka_park_s: float = 0.5
     """An operation held back by an earlier open operation of its key re-enters Kafka
     after this long (so a backoff never blocks its partition)."""
@@ -173,8 +175,9 @@ class Config:
                 ("postgresql://", "postgres://")):
             raise ConfigError("--transport kafka needs a PostgreSQL store "
                               "(--store postgresql://...): the outbox lives there")
-        if self.kafka_partitions < 1 or self.relay_batch < 1:
-            raise ConfigError("kafka_partitions and relay_batch must be at least 1")
+        if self.kafka_partitions < 1 or self.relay_batch < 1 or self.kafka_max_buffered < 1:
+            raise ConfigError("kafka_partitions, kafka_max_buffered and relay_batch must be "
+                              "at least 1")
         if self.kafka_park_s <= 0 or self.relay_poll_s <= 0 or self.relay_lease_s <= 0:
             raise ConfigError("kafka_park_s, relay_poll_s and relay_lease_s must be positive")
         kafka_client_options(self)  # raises on a malformed entry or an unreadable file

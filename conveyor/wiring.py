@@ -102,6 +102,7 @@ def kafka_settings(config: Config, kafka_client: Any = None) -> Any:
         bootstrap=config.kafka_bootstrap or "", partitions=config.kafka_partitions,
         topic_prefix=config.kafka_topic_prefix,
         session_timeout_s=config.kafka_session_timeout_s, park_s=config.kafka_park_s,
+        max_buffer=config.kafka_max_buffered,
         drain_s=min(config.shutdown_grace_s, config.lease_s))
 
 

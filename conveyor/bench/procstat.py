@@ -340,7 +340,10 @@ class Sampler:
         assert self._pool is not None
         key = tuple(sorted(self._pool()))
         cached = self._pool_pids
-        if cached is None or cached[0] != key or now - cached[2] >= self.rescan_s:
+        # Until the pool's children are found, look for them at every sample: a short
+        # drain could otherwise end before the next rescan sees them.
+        if (cached is None or cached[0] != key or not cached[1]
+                or now - cached[2] >= self.rescan_s):
             cached = self._pool_pids = (key, pool_children(key), now)
         for pid in cached[1]:
             counters = read_schedstat(pid)

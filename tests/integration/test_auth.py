@@ -254,7 +254,9 @@ def test_client_cli_sends_the_api_key(world: World) -> None:
 def test_loopback_serve_is_open_but_checks_keys_that_are_sent(tmp_path: Path) -> None:
     proc = serve(tmp_path, env={"CONVEYOR_RATE_LIMIT_PER_S": "0"})
     try:
-        assert "open access for local development" in proc.log_path.read_text()
+        # Ready can answer a moment before the start-up banner is written.
+        wait_until(lambda: "open access for local development" in proc.log_path.read_text(),
+                   10)
         r = httpx.post(f"{proc.url}/v1/jobs", json={"task": "sys.noop"})
         assert r.status_code == 202, r.text
         assert_problem(httpx.get(f"{proc.url}/v1/jobs",

@@ -16,7 +16,7 @@ from tests.support.kafka import bootstrap, unique_prefix
 from tests.support.postgres import create_database, drop_database
 
 N_OPS = 1000
-N_CPU_OPS = 40
+N_CPU_OPS = 100
 
 
 @pytest.mark.timeout(180)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +197,32 @@ def test_an_attempt_whose_lease_was_lost_does_not_hold_back_its_key(
     wait_until(lambda: op_of(slow_job)["status"] == op_of(next_job)["status"] == "succeeded",
                60, 0.2)
     assert op_of(slow_job)["attempts"] == 2, "the lost attempt ended; a new one ran"
+
+
+def test_partitions_handed_back_after_a_lost_session_are_read_again(
+        tier: dict[str, Any]) -> None:
+    """A worker frozen past its session loses its partitions and drops the messages it
+    had buffered; when the group hands the same partitions back, it reads them again from
+    the committed offset, also when it had paused them (its buffer full): none is
+    skipped, none stays paused."""
+    api, url = tier["api"], tier["url"]
+    env = {**tier["env"], "CONVEYOR_KAFKA_SESSION_TIMEOUT_S": "6",  # the broker's minimum
+           "CONVEYOR_KAFKA_MAX_BUFFERED": "10"}
+    worker = start_worker(url, tier["tmp"], "worker", env, concurrency=1)
+    tier["procs"].append(worker)
+    n = 60
+    _submit(api, [{"task": "test.record", "args": {"n": i, "sleep_s": 0.1}}
+                  for i in range(n)])
+
+    def succeeded() -> int:
+        return int(query(url, "SELECT count(*) AS n FROM operations "
+                         "WHERE status = 'succeeded'")[0]["n"])
+
+    wait_until(lambda: succeeded() >= 5, 60, 0.05)
+    assert succeeded() < n - 10, "the rest is buffered in the worker"
+    assert worker.proc is not None
+    os.killpg(worker.proc.pid, signal.SIGSTOP)  # the group expires its session
+    time.sleep(12)
+    os.killpg(worker.proc.pid, signal.SIGCONT)
+    wait_until(lambda: "(session expired)" in worker.log_path.read_text(), 30, 0.2)
+    wait_until(lambda: succeeded() == n, 90, 0.2)

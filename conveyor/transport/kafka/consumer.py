@@ -202,12 +202,17 @@ class QueueConsumer:
                 self._tracker.assign(tp)
                 self.assigned.add(tp)
         log.info("kafka: assigned %s", _names(partitions))
-        if self._paused:
-            self._paused = False
-            try:
-                consumer.resume(consumer.assignment())
-            except Exception as exc:
-                log.debug("resume: %s", exc)
+        # Assign here rather than after this callback, so that everything assigned can be
+        # resumed: a partition this consumer paused (a full buffer), lost (its session
+        # expired) and got back comes back paused, and would never be fetched again.
+        # Flow control pauses again if the buffer is still full.
+        try:
+            consumer.incremental_assign(partitions)
+            consumer.resume(consumer.assignment())
+        except Exception as exc:
+            log.warning("kafka: resuming %s after the assignment failed: %s",
+                        _names(partitions), exc)
+        self._paused = False
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
