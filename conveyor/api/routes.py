@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import defaultdict
 from typing import Annotated, Any
 
@@ -57,9 +58,16 @@ def _stats_json(q: QueueStats) -> dict[str, Any]:
     }
 
 
-def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
-    return JSONResponse(job.to_json(), status_code=status_code,
-                        headers={"Location": f"/v1/jobs/{job.id}", **headers})
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False,
+                                separators=(",", ":")).encode
+"""What :class:`JSONResponse` renders, from one encoder (``json.dumps`` with options builds
+a new one per call)."""
+
+
+def _job_response(job: Job, status_code: int, **headers: str) -> Response:
+    return Response(_encode_json(job.to_json()).encode(), status_code=status_code,
+                    media_type="application/json",
+                    headers={"Location": f"/v1/jobs/{job.id}", **headers})
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
