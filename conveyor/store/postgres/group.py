@@ -124,9 +124,13 @@ class GroupCommit:
         if not wanted:
             return results
         stored = await self._read(conn, wanted)
-        return [(ok, [dataclasses.replace(a, job=stored[a.job_id]) if a.created else a
-                      for a in answers]) if want and ok else (ok, answers)
-                for (_, want, _), (ok, answers) in zip(batch, results, strict=True)]
+        out: list[tuple[bool, Any]] = []
+        for (_, want, _), (ok, answers) in zip(batch, results, strict=True):
+            if want and ok:
+                answers = [dataclasses.replace(a, job=stored[a.job_id]) if a.created else a
+                           for a in answers]
+            out.append((ok, answers))
+        return out
 
     async def _one(self, conn: Conn, jobs: Sequence[NewJob]) -> tuple[bool, Any]:
         try:
