@@ -9,17 +9,16 @@ accepted again once the depth falls back (within ``refresh_s``).
 Depth comes from :data:`DepthSource` functions, read in order at most every
 ``refresh_s`` and combined by taking the largest value per queue: the store's ready count
 first (:func:`store_ready_depth`, every queue the store knows); a transport with its own
-backlog (e.g. consumer lag on a log) adds its own source. A source taking one argument
-is given what the earlier ones of the same refresh found, so it learns the queues without
-asking the store again: one refresh reads the store's statistics once. A source that
-fails is ignored for that refresh: a depth that cannot be read never refuses work (the
-store's own errors surface on insert anyway).
+backlog (e.g. consumer lag on a log) adds its own source. Every source is given what the
+earlier ones of the same refresh found, so a later one learns the queues without asking
+the store again: one refresh reads the store's statistics once. A source that fails is
+ignored for that refresh: a depth that cannot be read never refuses work (the store's own
+errors surface on insert anyway).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import time
@@ -30,21 +29,11 @@ from .model import NewJob, OpStatus
 from .store.base import Store
 
 log = logging.getLogger("conveyor.backpressure")
-DepthSource = Callable[..., Awaitable[Mapping[str, int]]]
-"""``async () -> {queue: depth}``: how many operations wait to be worked on in each queue;
-or ``async (found) -> {queue: depth}``, given the depths the earlier sources of this
-refresh found (the store's ready counts for every queue it knows, when the store's
-source came first)."""
-
-
-def _takes_found(source: DepthSource) -> bool:
-    """Whether ``source`` accepts the depths found so far (one positional argument)."""
-    try:
-        parameters = inspect.signature(source).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-               for p in parameters)
+DepthSource = Callable[[Mapping[str, int]], Awaitable[Mapping[str, int]]]
+"""``async (found) -> {queue: depth}``: how many operations wait to be worked on in each
+queue. ``found`` holds the depths the earlier sources of this refresh found (the store's
+ready counts for every queue it knows, when the store's source came first); a source that
+needs nothing from them ignores it."""
 
 
 def store_ready_depth(store: Store) -> DepthSource:
@@ -66,7 +55,7 @@ class Backpressure:
                  *, low_priority: int = 0, refresh_s: float = 1.0,
                  on_reject: Callable[[str, str], None] | None = None) -> None:
         self._thresholds = dict(thresholds)
-        self._sources = [(source, _takes_found(source)) for source in sources]
+        self._sources = list(sources)
         self._low_priority = low_priority
         self._refresh_s = refresh_s
         self._on_reject = on_reject
@@ -85,9 +74,9 @@ class Backpressure:
         async with self._lock:
             if time.monotonic() - self._read_at >= self._refresh_s:
                 merged: dict[str, int] = {}
-                for source, takes_found in self._sources:
+                for source in self._sources:
                     try:
-                        found = await (source(merged) if takes_found else source())
+                        found = await source(merged)
                     except Exception as exc:  # unknown depth never refuses work
                         log.warning("backpressure: a depth source failed: %s", exc)
                         continue

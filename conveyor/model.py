@@ -301,11 +301,14 @@ class Submitted:
 
     ``created`` is false when an idempotency key matched an earlier job with the same body;
     ``conflict`` is true when it matched one with a different body (nothing was written).
+    ``job`` is the created job as stored, read in the inserting transaction, when the
+    caller asked for it (``insert_jobs(..., return_jobs=True)``); otherwise ``None``.
     """
 
     job_id: str
     created: bool
     conflict: bool = False
+    job: Job | None = None
 
 
 @dataclass(frozen=True, slots=True)

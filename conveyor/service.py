@@ -108,17 +108,22 @@ class Service:
     ) -> tuple[Job, bool]:
         """Validate and durably store one job; returns it and whether it was new.
 
+        A new job is returned as the insert stored it (no second read), so its status is
+        the submitted one even if a worker has claimed it since.
+
         With an idempotency key, a repeat of the same body returns the original job
         (``False``), a different body raises :class:`IdempotencyConflict`.
         """
         tasks = await self.catalog.resolve(_task_names([body]))
         new = parse_job(body, tasks, self.limits, tenant=tenant,
                         idempotency_key=idempotency_key, headers=headers)
-        (answer,) = await self._insert([new])
+        (answer,) = await self._insert([new], return_jobs=True)
         if answer.conflict:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used with a different request body"
             )
+        if answer.job is not None:  # created: the job as this insert stored it
+            return answer.job, True
         return await self.get(answer.job_id, tenant), answer.created
 
     async def submit_many(
@@ -146,10 +151,10 @@ class Service:
         job, _ = await self.submit({"task": task, "args": args})
         return job.id
 
-    async def _insert(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+    async def _insert(self, jobs: Sequence[NewJob], return_jobs: bool = False) -> list[Submitted]:
         if self.admit is not None:
             await self.admit(jobs)
-        answers = await self.store.insert_jobs(jobs)
+        answers = await self.store.insert_jobs(jobs, return_jobs=return_jobs)
         if self._on_submit is not None:
             await self._on_submit([j for j, a in zip(jobs, answers, strict=True) if a.created])
         return answers

@@ -14,7 +14,7 @@ from ..observability.tracing import Tracing
 from ..service import Service
 from . import dashboard, problems
 from .middleware import RequestMetrics
-from .routes import router
+from .routes import router, v1
 
 
 def create_app(
@@ -43,6 +43,7 @@ def create_app(
     protect(app, service, config, depth_sources)
     problems.install(app)
     app.include_router(router)
+    app.include_router(v1)  # directly, not inside ``router``: one routing level less
     app.include_router(dashboard.router)
 
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
+from fastapi.security import HTTPBearer
 
 from ..keys import SCOPES, ApiKey, key_id_of, matches
 from ..store.base import Store
@@ -27,8 +26,8 @@ from .problems import Problem
 
 DEFAULT_TENANT = "default"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="conveyor"'}
-bearer = HTTPBearer(auto_error=False, description="An API key: `conveyor keys create`",
-                    bearerFormat="cvk_<id>_<secret>")
+BEARER_DESCRIPTION = "An API key: `conveyor keys create`"
+BEARER_FORMAT = "cvk_<id>_<secret>"
 _DECOY = ApiKey(id="", tenant="", scopes=(), key_hash="0" * 64)
 
 
@@ -77,23 +76,29 @@ class Authenticator:
         return Principal(stored.tenant, stored.scopes, stored.id)
 
 
-def tenant_with(scope: str) -> Callable[..., Awaitable[str]]:
-    """A route dependency: authenticate, rate-limit, require ``scope``; gives the tenant."""
+class _TenantWith(HTTPBearer):
+    """The dependency :func:`tenant_with` gives. It is the bearer security scheme itself
+    (so the docs show ``Authorization: Bearer``) rather than a function depending on one:
+    one dependency per request to solve instead of two."""
 
-    async def dependency(
-        request: Request,
-        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
+    def __init__(self, scope: str) -> None:
+        super().__init__(auto_error=False, description=BEARER_DESCRIPTION,
+                         bearerFormat=BEARER_FORMAT, scheme_name="HTTPBearer")
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> str:  # type: ignore[override]
         principal: Principal = await request.app.state.auth.authenticate(request)
         await request.app.state.rate_limits.check(request, principal)
-        if not principal.allows(scope):
-            raise Problem(403, f"this key lacks the {scope!r} scope "
+        if not principal.allows(self.scope):
+            raise Problem(403, f"this key lacks the {self.scope!r} scope "
                           f"(it has: {', '.join(principal.scopes)})")
         request.state.principal = principal
         return principal.tenant
 
-    dependency.__name__ = f"tenant_with_{scope}"
-    return dependency
+
+def tenant_with(scope: str) -> Callable[..., Awaitable[str]]:
+    """A route dependency: authenticate, rate-limit, require ``scope``; gives the tenant."""
+    return _TenantWith(scope)
 
 
 async def optional_tenant(request: Request) -> str | None:

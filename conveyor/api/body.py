@@ -9,6 +9,7 @@ document cannot exhaust the parser's stack.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -74,13 +75,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _OutOfRange(ValueError):
+    """A JSON number beyond a float's range (``1e400``): valid JSON, but it would parse
+    as infinity, which no JSON answer can carry."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(text)
+    return value
+
+
 def parse_json(raw: bytes, max_depth: int) -> Any:
     if not raw.strip():
         raise Problem(400, "the request body is empty; expected a JSON document")
     if _max_depth(raw, max_depth) > max_depth:
         raise Problem(422, f"JSON nested deeper than {max_depth} levels")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _OutOfRange as exc:
+        raise Problem(422, f"a JSON number is out of range: {str(exc)[:40]}") from None
     except RecursionError:  # belt and braces: the scan above should have caught it
         raise Problem(422, f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import defaultdict
 from typing import Annotated, Any
 
@@ -57,9 +58,16 @@ def _stats_json(q: QueueStats) -> dict[str, Any]:
     }
 
 
-def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
-    return JSONResponse(job.to_json(), status_code=status_code,
-                        headers={"Location": f"/v1/jobs/{job.id}", **headers})
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False,
+                                separators=(",", ":")).encode
+"""What :class:`JSONResponse` renders, from one encoder (``json.dumps`` with options builds
+a new one per call)."""
+
+
+def _job_response(job: Job, status_code: int, **headers: str) -> Response:
+    return Response(_encode_json(job.to_json()).encode(), status_code=status_code,
+                    media_type="application/json",
+                    headers={"Location": f"/v1/jobs/{job.id}", **headers})
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -72,11 +80,12 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
                         200: {"description": "An idempotent repeat: the original job"},
                         409: problem("Idempotency-Key reused with another body")})
 async def submit_job(
-    request: Request, svc: ServiceDep, tenant: SubmitTenant,
+    request: Request, tenant: SubmitTenant,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Submit one job: ``{"operations": [...]}`` or the shorthand ``{"task", "args"}``.
     Answers only once the job is durable."""
+    svc: Service = request.app.state.service  # not a dependency: the hottest route
     limits = svc.limits
     body = await json_object(request, limits.max_body_bytes, limits.max_json_depth)
     tracing = request.app.state.tracing
@@ -91,8 +100,9 @@ async def submit_job(
 
 @v1.post("/v1/jobs/batch", status_code=202, response_model=schemas.BatchOut,
              tags=["jobs"], openapi_extra=_body_doc(schemas.BatchIn))
-async def submit_batch(request: Request, svc: ServiceDep, tenant: SubmitTenant) -> Response:
+async def submit_batch(request: Request, tenant: SubmitTenant) -> Response:
     """Submit many jobs in one transaction: all are stored, or none."""
+    svc: Service = request.app.state.service
     limits = svc.limits
     body = await json_object(request, limits.max_batch_body_bytes, limits.max_json_depth + 2)
     jobs = body.get("jobs")
@@ -275,5 +285,3 @@ async def metrics(request: Request, svc: ServiceDep) -> Response:
         registry.observe_transport(await svc.transport_stats([q.queue for q in queues]))
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
-
-router.include_router(v1)

@@ -7,7 +7,8 @@ callers group work, adapters turn a batch into one transaction.
 Guarantees every adapter gives:
 
 * ``insert_jobs`` returns only after the jobs are durable (committed, synced per the
-  backend's durability settings); a job is written whole or not at all.
+  backend's durability settings); a job is written whole or not at all. Asked to, it
+  returns the created jobs as stored along with the answers.
 * Idempotency keys are unique per tenant, also under concurrent inserts: one job wins,
   the others get ``Submitted(created=False)`` (same body) or ``conflict=True``.
 * ``claim`` hands an operation to one claimer at a time, respects per-key order (see
@@ -60,8 +61,15 @@ class Store(Protocol):
         """The store's clock, Unix seconds (leases and schedules are measured by it)."""
 
     # submission and reads --------------------------------------------------------------
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
-        """Insert jobs with their operations in one transaction; one answer per job."""
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], *, return_jobs: bool = False
+    ) -> list[Submitted]:
+        """Insert jobs with their operations in one transaction; one answer per job.
+
+        With ``return_jobs``, the answer of every created job carries it as stored
+        (``Submitted.job``, read in the same transaction: equal to what ``get_jobs`` gives
+        right after the commit, before anything else changed it), so a caller that shows
+        the new job needs no second read. Off by default: batches do not pay for it."""
 
     async def get_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[Job]:
         """The jobs that exist (and belong to ``tenant`` when given), in any order."""

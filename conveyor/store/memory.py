@@ -175,7 +175,9 @@ class MemoryStore:
         return self._clock()
 
     # submission and reads --------------------------------------------------------------
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], *, return_jobs: bool = False
+    ) -> list[Submitted]:
         """All or nothing: the batch is staged first and merged only if every job fits."""
         async with self._lock:
             self._check_open()
@@ -216,6 +218,9 @@ class MemoryStore:
             for job in staged.values():
                 self._jobs[job.id] = job
                 self._ops.update((op.id, op) for op in job.ops)
+            if return_jobs:
+                return [dataclasses.replace(a, job=staged[a.job_id].to_job()) if a.created else a
+                        for a in answers]
             return answers
 
     def _visible(self, job_id: str, tenant: str | None) -> _Job | None:

@@ -81,8 +81,11 @@ class MemoryOutboxStore(MemoryStore):
                         self._add(op.id, "dead", now)
             return result
 
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
-        return await self._tracked(lambda: super(MemoryOutboxStore, self).insert_jobs(jobs))
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], *, return_jobs: bool = False
+    ) -> list[Submitted]:
+        return await self._tracked(lambda: super(MemoryOutboxStore, self).insert_jobs(
+            jobs, return_jobs=return_jobs))
 
     async def replay(self, flt: OpFilter) -> list[str]:
         return await self._tracked(lambda: super(MemoryOutboxStore, self).replay(flt))

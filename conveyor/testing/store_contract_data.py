@@ -102,6 +102,51 @@ class StoreDataCases:
             if reopened is not store:
                 await reopened.close()
 
+    async def test_insert_can_return_the_jobs_as_stored(self, store: Store) -> None:
+        """With ``return_jobs``, each created job's answer carries the job exactly as
+        ``get_jobs`` reads it back (ids, seq, times, args, status); idempotent hits and
+        conflicts carry none, and without the flag no answer does."""
+        args = {"z": 1, "a": [0.1, {"k": None}], "text": "é ✓"}
+        first = job(idempotency_key="k", request_hash="h")
+        await insert(store, first)
+        fresh = job(op("t.now", args=args, key="k1", priority=3),
+                    op("t.later", delay_s=30.0, timeout_s=2.5),
+                    queue="q.ret", tenant="acme", metadata={"m": [1, 2]})
+        batch = [fresh, job(idempotency_key="k", request_hash="h"),
+                 job(idempotency_key="k", request_hash="other"), job("t.plain")]
+        answers = await store.insert_jobs(batch, return_jobs=True)
+        assert [(a.job_id, a.created, a.conflict) for a in answers] == [
+            (fresh.id, True, False), (first.id, False, False), (first.id, False, True),
+            (batch[3].id, True, False)]
+        assert [a.job for a in answers[1:3]] == [None, None]
+        stored = {j.id: j for j in await store.get_jobs([fresh.id, batch[3].id])}
+        assert answers[0].job == stored[fresh.id]
+        assert answers[3].job == stored[batch[3].id]
+        returned = answers[0].job
+        assert returned is not None
+        assert [(o.task, o.status, o.args) for o in returned.operations] == [
+            ("t.now", OpStatus.QUEUED, args), ("t.later", OpStatus.SCHEDULED, {})]
+        assert (returned.status, returned.tenant, returned.metadata) == (
+            JobStatus.QUEUED, "acme", {"m": [1, 2]})
+        plain = await store.insert_jobs([job()])
+        assert plain[0].created and plain[0].job is None
+
+    async def test_concurrent_inserts_each_return_their_own_job(self, store: Store) -> None:
+        """Concurrent single-job inserts (merged into one transaction by adapters that
+        group commits) each get their own job back; calls without the flag get none."""
+        jobs = [job(f"t.{i}", metadata={"i": i}) for i in range(30)]
+        answers = await asyncio.gather(*(
+            store.insert_jobs([j], return_jobs=i % 3 != 0) for i, j in enumerate(jobs)))
+        for i, (new, [answer]) in enumerate(zip(jobs, answers, strict=True)):
+            assert (answer.job_id, answer.created) == (new.id, True)
+            if i % 3 == 0:
+                assert answer.job is None
+            else:
+                assert answer.job is not None
+                assert answer.job == await get_job(store, new.id)
+                assert answer.job.metadata == {"i": i}
+                assert [o.task for o in answer.job.operations] == [f"t.{i}"]
+
     async def test_insert_answers_one_per_job_in_order(self, store: Store) -> None:
         """One ``Submitted`` per job, in input order, also when some are idempotent hits."""
         first = job(idempotency_key="a", request_hash="h")

@@ -130,6 +130,11 @@ def test_shape_and_size_limits_are_clear_422s(server: ConveyorProcess) -> None:
                                               "extra": 1}), 422)
     problem(submit({"task": "sys.noop", "key": "k" * (LIMITS.max_key_length + 1)}), 422)
     problem(post(url, b'{"task": "sys.noop", "args": {"x": NaN}}'), 400)
+    # numbers a float cannot hold (they would parse as infinity, which no answer can carry)
+    for path, huge in (("/v1/jobs", b'{"task": "math.sqrt", "args": {"x": 1e400}}'),
+                       ("/v1/jobs", b'{"task": "sys.noop", "metadata": {"x": [-1.5e999]}}'),
+                       ("/v1/jobs/batch", b'{"jobs": [{"task": "sys.noop", "metadata": 1e400}]}')):
+        assert "out of range" in problem(post(url, huge, path), 422)
     problem(post(url, b"\x80\x04\x95pickle", content_type="application/octet-stream"), 415)
     problem(post(url, b"\x80\x04\x95pickle"), 400)
     problem(httpx.post(f"{url}/v1/jobs", content=b"{}", headers={

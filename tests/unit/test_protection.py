@@ -3,9 +3,11 @@ key format."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
-from conveyor.backpressure import Backpressure
+from conveyor.backpressure import Backpressure, DepthSource
 from conveyor.config import backpressure_thresholds, load_config
 from conveyor.errors import ConfigError, Overloaded
 from conveyor.keys import key_id_of, matches, new_key, parse_scopes
@@ -66,10 +68,10 @@ async def test_backpressure_refuses_low_priority_at_warn_and_all_at_critical() -
     depth = {"q": 0}
     rejected: list[tuple[str, str]] = []
 
-    async def source() -> dict[str, int]:
+    async def source(found: Mapping[str, int]) -> dict[str, int]:
         return dict(depth)
 
-    async def broken() -> dict[str, int]:
+    async def broken(found: Mapping[str, int]) -> dict[str, int]:
         raise RuntimeError("lag unknown")
 
     bp = Backpressure({"*": (0, 0), "q": (10, 20)}, [source, broken], refresh_s=1e-9,
@@ -86,6 +88,29 @@ async def test_backpressure_refuses_low_priority_at_warn_and_all_at_critical() -
     assert critical.value.status == 503
     await bp.admit([_job("other", -1)])
     assert rejected == [("q", "warn"), ("q", "critical")]
+
+
+async def test_every_depth_source_gets_what_the_earlier_ones_found() -> None:
+    """One calling convention: each source is given the depths merged so far (the first
+    an empty mapping); the admitted depth is the largest per queue; a failing source is
+    skipped and the next one still gets the earlier findings."""
+    given: list[dict[str, int]] = []
+
+    def source(depths: dict[str, int]) -> DepthSource:
+        async def read(found: Mapping[str, int]) -> Mapping[str, int]:
+            given.append(dict(found))
+            return depths
+        return read
+
+    async def broken(found: Mapping[str, int]) -> Mapping[str, int]:
+        given.append(dict(found))
+        raise RuntimeError("lag unknown")
+
+    bp = Backpressure({"*": (0, 5)}, [source({"a": 1, "b": 7}), broken, source({"a": 6})])
+    assert await bp.depths() == {"a": 6, "b": 7}
+    assert given == [{}, {"a": 1, "b": 7}, {"a": 1, "b": 7}]
+    with pytest.raises(Overloaded):
+        await bp.admit([_job("a", 0)])
 
 
 def test_key_format_and_scopes() -> None:

@@ -56,3 +56,22 @@ def test_status_and_rate_headers_of_an_answered_request() -> None:
     asyncio.run(RequestMetrics(app, metrics)(_scope(), _receive, collect))
     assert _count(metrics, "202") == 1
     assert (b"x-ratelimit-remaining", b"9") in sent[0]["headers"]
+
+
+def test_submissions_are_counted_per_queue_across_calls() -> None:
+    """Jobs and operations per queue add up over calls (the labelled counters are cached
+    per queue after the first call)."""
+    from conveyor.model import NewJob, NewOperation
+
+    def job(queue: str, ops: int) -> NewJob:
+        return NewJob(tuple(NewOperation("t", {}) for _ in range(ops)), queue=queue)
+
+    metrics = Metrics()
+    metrics.count_submitted([job("a", 1), job("b", 3), job("a", 2)])
+    metrics.count_submitted([job("a", 1)])
+    metrics.count_submitted([])
+    sample = metrics.registry.get_sample_value
+    assert sample("conveyor_jobs_submitted_total", {"queue": "a"}) == 3
+    assert sample("conveyor_operations_submitted_total", {"queue": "a"}) == 4
+    assert sample("conveyor_jobs_submitted_total", {"queue": "b"}) == 1
+    assert sample("conveyor_operations_submitted_total", {"queue": "b"}) == 3

@@ -12,41 +12,50 @@ falls back to one savepoint per call, so a failing call gets its own exception a
 not undo the others. A failed commit (or a lost connection) fails every call of the group,
 none of which was acknowledged.
 
+Calls that ask for their jobs back get the created ones read in the group transaction,
+in one read for the whole group (:data:`Read`).
+
 Up to ``max_groups`` groups are in flight at once (on separate pooled connections).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ...model import NewJob, Submitted
+from ...model import Job, NewJob, Submitted
 from .core import Conn
 from .errors import retrying
 
 Insert = Callable[[Conn, Sequence[NewJob]], Awaitable[list[Submitted]]]
-Call = tuple[Sequence[NewJob], asyncio.Future[list[Submitted]]]
+Read = Callable[[Conn, Sequence[str]], Awaitable[dict[str, Job]]]
+"""Jobs by id as the connection sees them (inside the group transaction: as written)."""
+Call = tuple[Sequence[NewJob], bool, asyncio.Future[list[Submitted]]]
+"""The jobs of one call, whether it wants them back, and its answer."""
 
 
 class GroupCommit:
-    def __init__(self, pool: AsyncConnectionPool[Conn], insert: Insert, max_groups: int = 2,
-                 max_jobs: int = 10_000) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Conn], insert: Insert, read: Read,
+                 max_groups: int = 2, max_jobs: int = 10_000) -> None:
         self._pool = pool
         self._insert = insert
+        self._read = read
         self._max_groups = max_groups
         self._max_jobs = max_jobs
         self._pending: list[Call] = []
         self._groups = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self, jobs: Sequence[NewJob]) -> list[Submitted]:
-        """Insert ``jobs`` in the next group transaction; returns once committed."""
+    async def run(self, jobs: Sequence[NewJob], return_jobs: bool = False) -> list[Submitted]:
+        """Insert ``jobs`` in the next group transaction; returns once committed. With
+        ``return_jobs``, created jobs come back as stored (``Submitted.job``)."""
         future: asyncio.Future[list[Submitted]] = asyncio.get_running_loop().create_future()
-        self._pending.append((jobs, future))
+        self._pending.append((jobs, return_jobs, future))
         if self._groups < self._max_groups:
             self._groups += 1
             task = asyncio.create_task(self._drain())
@@ -70,13 +79,13 @@ class GroupCommit:
                 try:
                     results = await retrying(lambda batch=batch: self._commit(batch))  # type: ignore[misc]
                 except BaseException as exc:  # the group failed: every caller learns it
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, future), (ok, value) in zip(batch, results, strict=True):
+                for (_, _, future), (ok, value) in zip(batch, results, strict=True):
                     if not future.done():
                         if ok:
                             future.set_result(value)
@@ -87,22 +96,41 @@ class GroupCommit:
 
     async def _commit(self, batch: list[Call]) -> list[tuple[bool, Any]]:
         async with self._pool.connection() as conn, conn.transaction():
-            if len(batch) > 1:
-                try:
-                    async with conn.transaction():  # a savepoint
-                        merged = await self._insert(conn, [j for jobs, _ in batch for j in jobs])
-                except psycopg.Error:
-                    if conn.broken:
-                        raise
-                except Exception:  # retried call by call just below
-                    pass
-                else:
-                    results: list[tuple[bool, Any]] = []
-                    for jobs, _ in batch:
-                        results.append((True, merged[: len(jobs)]))
-                        merged = merged[len(jobs):]
-                    return results
-            return [await self._one(conn, jobs) for jobs, _ in batch]
+            return await self._with_jobs(conn, batch, await self._inserted(conn, batch))
+
+    async def _inserted(self, conn: Conn, batch: list[Call]) -> list[tuple[bool, Any]]:
+        if len(batch) > 1:
+            try:
+                async with conn.transaction():  # a savepoint
+                    merged = await self._insert(conn, [j for jobs, _, _ in batch for j in jobs])
+            except psycopg.Error:
+                if conn.broken:
+                    raise
+            except Exception:  # retried call by call just below
+                pass
+            else:
+                results: list[tuple[bool, Any]] = []
+                for jobs, _, _ in batch:
+                    results.append((True, merged[: len(jobs)]))
+                    merged = merged[len(jobs):]
+                return results
+        return [await self._one(conn, jobs) for jobs, _, _ in batch]
+
+    async def _with_jobs(self, conn: Conn, batch: list[Call],
+                         results: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+        """Attach the created jobs to the answers of the calls that asked for them."""
+        wanted = [a.job_id for (_, want, _), (ok, answers) in zip(batch, results, strict=True)
+                  if want and ok for a in answers if a.created]
+        if not wanted:
+            return results
+        stored = await self._read(conn, wanted)
+        out: list[tuple[bool, Any]] = []
+        for (_, want, _), (ok, answers) in zip(batch, results, strict=True):
+            if want and ok:
+                answers = [dataclasses.replace(a, job=stored[a.job_id]) if a.created else a
+                           for a in answers]
+            out.append((ok, answers))
+        return out
 
     async def _one(self, conn: Conn, jobs: Sequence[NewJob]) -> tuple[bool, Any]:
         try:

@@ -40,7 +40,7 @@ from .keys import KeyMixin
 from .leases import LeaseMixin
 from .listener import Listener
 from .outbox import OutboxMixin
-from .submit import dumps, insert_jobs
+from .submit import dumps, insert_jobs, stored_jobs
 
 
 class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
@@ -56,7 +56,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
         super().__init__(url, min_size=min_size, max_size=max_size,
                          connect_timeout_s=connect_timeout_s,
                          acquire_timeout_s=acquire_timeout_s)
-        self._group = GroupCommit(self._pool, insert_jobs, max_groups=max_groups)
+        self._group = GroupCommit(self._pool, insert_jobs, stored_jobs, max_groups=max_groups)
         self._listener = Listener(url, connect_timeout_s)
         self._opened = False
 
@@ -156,13 +156,15 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
         await self._listener.wait_outbox(timeout_s)
 
     # submission ------------------------------------------------------------------------
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], *, return_jobs: bool = False
+    ) -> list[Submitted]:
         """All of ``jobs`` or none, committed (with whatever else shares the group) before
         the answers are returned."""
         if not jobs:
             return []
         with translated(self.url):
-            return await self._group.run(jobs)
+            return await self._group.run(jobs, return_jobs)
 
     # reads -----------------------------------------------------------------------------
     async def _with_operations(self, conn: Conn, job_rows: list[Any]) -> list[Job]:

@@ -11,7 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ...model import NewJob, Submitted, new_id
+from ...model import Job, NewJob, Submitted, new_id
+from .. import rows
 from .core import SQL, Conn, fetch, notify
 
 
@@ -106,5 +107,15 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Submitted]:
     return out
 
 
+async def stored_jobs(conn: Conn, ids: Sequence[str]) -> dict[str, Job]:
+    """The jobs ``ids`` as ``conn`` sees them (inside an insert's transaction: as just
+    written), by id; the same rows and conversion as :meth:`PostgresStore.get_jobs`."""
+    if not ids:
+        return {}
+    job_rows = await fetch(conn, "select_jobs", {"ids": list(ids), "tenant": None})
+    op_rows = await fetch(conn, "operations_of_jobs", {"ids": list(ids)})
+    return {job.id: job for job in rows.jobs(job_rows, op_rows)}
+
+
 __all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
-           "job_params", "operation_params"]
+           "job_params", "operation_params", "stored_jobs"]

@@ -15,6 +15,7 @@ only after that transaction committed. Under load this turns many fsyncs into on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -239,10 +240,27 @@ class SQLiteStore:
         return self._clock()
 
     # submission ------------------------------------------------------------------------
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], *, return_jobs: bool = False
+    ) -> list[Submitted]:
         """All of ``jobs`` or none, committed (with whatever else shares the group) before
         the answers are returned."""
+        if return_jobs:
+            return await self._write(self._insert_returning, jobs)
         return await self._write(self._insert_all, jobs)
+
+    def _insert_returning(
+        self, conn: sqlite3.Connection, jobs: Sequence[NewJob]
+    ) -> list[Submitted]:
+        """:meth:`_insert_all`, then the created jobs read back in the same transaction."""
+        answers = self._insert_all(conn, jobs)
+        created = [a.job_id for a in answers if a.created]
+        if not created:
+            return answers
+        found = conn.execute(_SQL["select_jobs"], {"ids": _dumps(created), "tenant": None})
+        stored = {job.id: job for job in self._with_operations(conn, found.fetchall())}
+        return [dataclasses.replace(a, job=stored[a.job_id]) if a.created else a
+                for a in answers]
 
     def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
         now = self._clock()
