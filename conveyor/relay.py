@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from .errors import StoreUnavailable, TransportError
 from .store.base import OutboxSignal, OutboxStore
 from .transport.base import Publisher
+from .waiting import first_of
 
 log = logging.getLogger("conveyor.relay")
 
@@ -84,15 +85,10 @@ class Relay:
 
     async def _wait(self, stopping: asyncio.Event, timeout_s: float) -> None:
         """Until ``stopping``, a wake-up from the store's signal, or ``timeout_s``."""
-        waiters: list[asyncio.Task[object]] = [asyncio.create_task(stopping.wait())]
+        wakeups: list[Awaitable[object]] = [stopping.wait()]
         if self._signal is not None:
-            waiters.append(asyncio.create_task(self._signal.wait_outbox(timeout_s)))
-        try:
-            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+            wakeups.append(self._signal.wait_outbox(timeout_s))
+        await first_of(wakeups, timeout_s)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set: publish, and when nothing is left, wait for new rows

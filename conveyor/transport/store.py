@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from ..model import Claim
 from ..store.base import Store
+from ..waiting import first_of
 
 
 @runtime_checkable
@@ -61,14 +62,8 @@ class StoreTransport:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout_s)
             return
-        waiters = [asyncio.create_task(self._wakeup.wait()),
-                   asyncio.create_task(self._signal.wait_ready(self._queues, timeout_s))]
-        try:
-            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await first_of([self._wakeup.wait(),
+                        self._signal.wait_ready(self._queues, timeout_s)], timeout_s)
 
     async def ack(self, claims: Sequence[Claim]) -> None:
         return None

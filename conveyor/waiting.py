@@ -1,0 +1,18 @@
+"""Waiting for the first of several wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+
+
+async def first_of(wakeups: Sequence[Awaitable[object]], timeout_s: float) -> None:
+    """Return when one of ``wakeups`` completes or after ``timeout_s``, whichever is first;
+    the others are cancelled and awaited, so none outlives the call."""
+    waiters = [asyncio.ensure_future(w) for w in wakeups]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
