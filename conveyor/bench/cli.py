@@ -90,7 +90,7 @@ def _event_loop_runner() -> asyncio.Runner:
 def make_target(*, url: str | None, tier: str, store: str | None,
                 kafka_bootstrap: str | None, processes: int, concurrency: int,
                 sqlite_synchronous: str, workdir: Path, profile: Path | None,
-                server_pid: int | None) -> Target:
+                server_pid: int | None, workers: int | None = None) -> Target:
     if url:
         loopback_target(url)
         return ExternalTarget(url, processes, server_pid=server_pid)
@@ -99,9 +99,10 @@ def make_target(*, url: str | None, tier: str, store: str | None,
         return EmbeddedTier(workdir, processes, concurrency,
                             sqlite_synchronous=sqlite_synchronous.upper(), **common)
     if tier == "postgres":
-        return PostgresTier(store or "", workdir, processes, concurrency, **common)
+        return PostgresTier(store or "", workdir, processes, concurrency, workers=workers,
+                            **common)
     if tier == "kafka":
-        return KafkaTier(store or "", workdir, processes, concurrency,
+        return KafkaTier(store or "", workdir, processes, concurrency, workers=workers,
                          kafka_bootstrap=kafka_bootstrap, **common)
     raise TierError(f"unknown tier {tier!r}: embedded, postgres or kafka")
 
@@ -200,6 +201,10 @@ def bench(
     ] = os.cpu_count() or 1,
     concurrency: Annotated[int, typer.Option(
         "--concurrency", min=1, help="Operations in flight per worker")] = 100,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Postgres and kafka tiers: worker processes to start "
+                                 "(default: --processes, one per core; the pool's "
+                                 "processes are shared out among them)")] = None,
     sqlite_synchronous: Annotated[str, typer.Option(
         "--sqlite-synchronous", help="Embedded tier: FULL (fsync per commit) or NORMAL")
     ] = "FULL",
@@ -246,7 +251,7 @@ def bench(
                                  concurrency=concurrency,
                                  sqlite_synchronous=sqlite_synchronous, workdir=work,
                                  profile=profile.resolve() if profile else None,
-                                 server_pid=server_pid)
+                                 server_pid=server_pid, workers=workers)
         except (TierError, LoadError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None

@@ -4,7 +4,8 @@ A target can be started with or without workers. Drain workloads (B1, B4) load t
 operations while no worker runs, then start the workers and time the drain: the embedded
 tier loads through ``conveyor api`` on the SQLite file and then replaces it with
 ``conveyor serve`` on the same file (the embedded tier as users run it); the postgres and
-kafka tiers keep their API process and start ``conveyor worker``.
+kafka tiers keep their API process and start ``conveyor worker`` (one per core by
+default, as the peers run one worker process per core).
 
 Every process is started in its own session with its output in a log file of the work
 directory, and stopped with SIGTERM (SIGKILL of its own process group after a grace
@@ -236,6 +237,13 @@ class _ManagedTier(Target):
             return _one(proc.main_pid()) if proc is not None else []
         return roots
 
+    def _pids_of(self, prefix: str) -> RootsFn:
+        """The processes whose labels start with ``prefix`` (several workers)."""
+        def roots() -> list[int]:
+            return [pid for label, proc in self.procs.items() if label.startswith(prefix)
+                    for pid in _one(proc.main_pid())]
+        return roots
+
     def profiles(self) -> list[Path]:
         if self.profile_dir is None:
             return []
@@ -297,10 +305,14 @@ class PostgresTier(_ManagedTier):
     pool_group = "worker"
 
     def __init__(self, store: str, workdir: Path, processes: int, concurrency: int,
-                 **kw: Any) -> None:
+                 workers: int | None = None, **kw: Any) -> None:
         if not store.startswith(("postgresql://", "postgres://")):
             raise TierError(f"--tier {self.name} needs --store postgresql://...")
         super().__init__(store, workdir, processes, concurrency, **kw)
+        self.workers = max(1, workers or processes)
+        """Worker processes: one per core by default, as the peers run (each worker's
+        event loop is one interpreter; several overlap their store round trips). The
+        pool's processes are shared out among them."""
 
     def _transport_flags(self) -> list[str]:
         return []
@@ -314,20 +326,25 @@ class PostgresTier(_ManagedTier):
             self.start_workers()
 
     def start_workers(self) -> None:
-        self._spawn("worker", "worker", "--store", self.store, *self._worker_flags(),
-                    *self._transport_flags())
+        for i in range(self.workers):
+            self._spawn(f"worker-{i + 1}", "worker", "--store", self.store,
+                        *self._worker_flags(), *self._transport_flags())
+
+    def _worker_flags(self) -> list[str]:
+        share = -(-self.processes // self.workers)  # ceil: every core keeps a process
+        return ["--processes", str(share), "--concurrency", str(self.concurrency)]
 
     def groups(self) -> dict[str, RootsFn]:
         pg_port = urlsplit(self.store).port or 5432
         host = urlsplit(self.store).hostname or ""
-        groups = {"api": self._pid_of("api"), "worker": self._pid_of("worker")}
+        groups = {"api": self._pid_of("api"), "worker": self._pids_of("worker-")}
         if host in ("127.0.0.1", "localhost", "::1", ""):
             groups["postgres"] = Listener(pg_port)
         return groups
 
     def describe(self) -> dict[str, Any]:
         return {"tier": self.name, "store": "postgresql", "processes": self.processes,
-                "concurrency": self.concurrency,
+                "workers": self.workers, "concurrency": self.concurrency,
                 "durability": "PostgreSQL as configured by the server (fsync and "
                               "synchronous_commit on by default: each commit is flushed)"}
 

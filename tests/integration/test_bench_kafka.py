@@ -1,6 +1,7 @@
 """``conveyor bench --tier kafka`` end to end: API, relay and worker on PostgreSQL and a
 real broker; a small B1 drain and B4 run whose figures must be sane (CPU split includes
-the relay and the broker; B4 says where the pool processes' time went)."""
+the relay and the broker; B4 says where the pool processes' time went). Two worker
+processes share the consumer group and the pool's two processes."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "kafka", "--store", url,
            "--kafka-bootstrap", address, "--workloads", "b1,b4", "--ops", str(N_OPS),
            "--cpu-ops", str(N_CPU_OPS), "--cpu-ms", "5",
-           "--processes", "1", "--deadline", "90", "--workdir", str(tmp_path / "work"),
+           "--processes", "2", "--workers", "2", "--deadline", "90", "--workdir", str(tmp_path / "work"),
            "--out", str(out), "--quiet"]
     env = {**os.environ, "CONVEYOR_KAFKA_TOPIC_PREFIX": unique_prefix("bench"),
            "CONVEYOR_KAFKA_PARTITIONS": "4"}
@@ -39,6 +40,11 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     report = json.loads(out.read_text())
     assert report["target"]["tier"] == "kafka"
+    assert report["target"]["workers"] == 2
+    logs = sorted(p.name for p in (tmp_path / "work").glob("*-worker-*.log"))
+    assert sorted({name.split("-", 1)[1] for name in logs}) == [
+        "worker-1.log", "worker-2.log"], logs  # per workload started (b1, b4)
+    assert all("serving queues" in (tmp_path / "work" / name).read_text() for name in logs)
     assert "acks=all" in report["target"]["durability"]
     b1 = report["results"]["b1"]
     assert b1["ops"] == N_OPS and b1["outcomes"] == {"succeeded": N_OPS}
@@ -52,7 +58,7 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     assert "error" not in b4, b4
     assert b4["ops"] == N_CPU_OPS and b4["outcomes"] == {"succeeded": N_CPU_OPS}
     pool = b4["pool"]
-    assert pool["processes"] == 1
+    assert pool["processes"] == 2, "the pools of both workers are followed"
     assert pool["busy_s"] > 0
     shares = pool["busy_share"] + pool["runqueue_share"] + pool["idle_share"]
     assert shares == pytest.approx(1.0, abs=0.01)

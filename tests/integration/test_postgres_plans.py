@@ -3,8 +3,12 @@
 The statistics are taken while every row is finished; then a burst of waiting work
 arrives (as after an idle period, before autovacuum analyses again). Statements that
 address rows by key must still find them by key: with the status test usable as an
-index condition, the planner would trust its estimate of "almost nothing waiting" and
-scan every waiting row of a status index instead (tens of milliseconds per batch).
+index condition, the planner would trust its estimate of "almost nothing waiting" (or
+running) and scan every such row of a status index instead, or join whole tables (tens
+of milliseconds per batch).
+
+Listings with a status filter use the partial index of their status, and job status
+changes are HOT updates (no index holds a job's status).
 """
 
 from __future__ import annotations
@@ -75,6 +79,25 @@ async def test_batch_statements_find_rows_by_key_despite_stale_statistics(
             "delivered_candidates": _indexes(conn, OUTBOX_SQL["delivered_candidates"],
                                              {"ids": op_ids}),
         }
+    running = {"op_ids": op_ids, "tokens": [1] * 100}
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        plans |= {
+            "complete_many": _indexes(conn, SQL["complete_many"], {
+                **running, "kinds": ["succeeded"] * 100, "results": ["null"] * 100,
+                "errors": [None] * 100, "retry_in_s": [0.0] * 100}),
+            "extend_leases": _indexes(conn, SQL["extend_leases"], {**running, "lease_s": 30.0}),
+            "release": _indexes(conn, SQL["release"], {"op_id": op_ids[0], "lease_token": 1}),
+            "cancel_running": _indexes(conn, SQL["cancel_running"], {"ids": job_ids}),
+            "refresh_job_status": _indexes(conn, SQL["refresh_job_status"], {"ids": job_ids}),
+            "end_single_jobs": _indexes(conn, SQL["end_single_jobs"], {
+                "ids": job_ids, "statuses": ["succeeded"] * 100}),
+        }
+    for name in ("complete_many", "extend_leases", "release"):
+        assert "operations_id_key" in plans[name], (name, plans[name])
+        assert "operations_leases" not in plans[name], (name, plans[name])
+    assert "operations_job" in plans["cancel_running"]
+    assert {"operations_job", "jobs_pkey"} <= plans["refresh_job_status"]
+    assert "jobs_pkey" in plans["end_single_jobs"]
     assert "jobs_pkey" in plans["mark_jobs_running"]
     assert "operations_pkey" in plans["claim_update"]
     assert "operations_id_key" in plans["claim_ids"]
@@ -82,3 +105,39 @@ async def test_batch_statements_find_rows_by_key_despite_stale_statistics(
     for name, indexes in plans.items():
         assert not indexes & {"jobs_status", "operations_ready", "operations_status"}, (
             name, indexes)
+
+
+def _list_params(**given: Any) -> dict[str, Any]:
+    return {"tenant": None, "status": None, "queue": None, "task": None, "job_id": None,
+            "ids": None, "after": None, "after_seq": 0, "limit": 50, **given}
+
+
+async def test_listings_of_rare_statuses_use_their_partial_index(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        _stale_statistics(conn)
+        conn.execute("ANALYZE operations")
+        dead_ops = _indexes(conn, SQL["list_operations"], _list_params(status="dead"))
+        failed_jobs = _indexes(conn, SQL["list_jobs"], _list_params(status="failed"))
+        cancelled_jobs = _indexes(conn, SQL["list_jobs"], _list_params(status="cancelled"))
+    assert "operations_ended_badly" in dead_ops
+    assert "operations_ended_badly" in failed_jobs
+    assert "operations_ended_badly" in cancelled_jobs
+
+
+async def test_job_status_changes_are_hot_updates(pg_store: PostgresStore, pg_url: str) -> None:
+    """No index entry is written when a job starts and ends: its row is updated in place."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO jobs SELECT 'j' || g, 't', 'q', 'queued', '{}', '{}', "
+                     "NULL, NULL, now() FROM generate_series(1, 200) g")
+        ids = [f"j{g}" for g in range(1, 201)]
+        conn.execute(SQL["mark_jobs_running"], {"ids": ids})
+        conn.execute(SQL["end_single_jobs"], {"ids": ids, "statuses": ["succeeded"] * 200})
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")  # the flush happens at the end of the previous statement
+        [(updated, hot)] = conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE relname = 'jobs' AND schemaname = current_schema()").fetchall()
+    assert updated == 400
+    assert hot >= 0.9 * updated, (hot, updated)

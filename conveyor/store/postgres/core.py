@@ -61,11 +61,11 @@ class PgCore:
         with translated(self.url):
             return await retrying(attempt)
 
-    async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[DictRow]:
+    async def _all(self, name: str, params: dict[str, Any] | None = None, *,
+                   prepare: bool | None = None) -> list[DictRow]:
         async def attempt() -> list[DictRow]:
             async with self._pool.connection() as conn:
-                cur = await conn.execute(SQL[name], params)
-                return await cur.fetchall()
+                return await fetch(conn, name, params, prepare=prepare)
 
         with translated(self.url):
             return await retrying(attempt)
@@ -82,10 +82,15 @@ async def configure(conn: Conn) -> None:
     conn.adapters.register_loader("json", TextLoader)
 
 
-async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None) -> list[DictRow]:
-    """All rows of the named statement on ``conn`` (empty for statements without rows)."""
+async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None, *,
+                prepare: bool | None = None) -> list[DictRow]:
+    """All rows of the named statement on ``conn`` (empty for statements without rows).
+
+    ``prepare=False`` for the listings with optional filters: planned with their values
+    each time, they can use the partial indexes that match the filters given (a prepared,
+    generic plan cannot)."""
     async with conn.cursor(row_factory=dict_row) as cur:  # also on callers' connections
-        await cur.execute(SQL[name], params)
+        await cur.execute(SQL[name], params, prepare=prepare)
         return await cur.fetchall() if cur.description is not None else []
 
 

@@ -16,10 +16,15 @@ from collections.abc import Sequence
 
 from psycopg.rows import DictRow
 
-from ...model import Claim, Lease, LeaseState, Outcome, OutcomeKind
+from ...model import Claim, Lease, LeaseState, OpStatus, Outcome, OutcomeKind, job_status
 from .. import rows
 from .core import SQL, Conn, PgCore, fetch, notify, refresh_jobs
 from .submit import dumps
+
+JOB_STATUS_OF_SINGLE = {
+    op.value: job_status([op], started=True).value
+    for op in (OpStatus.SUCCEEDED, OpStatus.DEAD, OpStatus.CANCELLED, OpStatus.RETRYING)}
+"""The status of a job of one operation, by the status its outcome left the operation in."""
 
 
 class LeaseMixin(PgCore):
@@ -92,7 +97,13 @@ class LeaseMixin(PgCore):
                 "retry_in_s": [float(o.retry_in_s or 0.0) for o in outcomes],
             })
             recorded = {(str(r["id"]), int(r["lease_token"])) for r in found}
-            await refresh_jobs(conn, {str(r["job_id"]) for r in found})
+            single = sorted((str(r["job_id"]), JOB_STATUS_OF_SINGLE[r["status"]])
+                            for r in found if r["job_ops"] == 1)
+            if single:
+                await conn.execute(SQL["end_single_jobs"], {
+                    "ids": [job_id for job_id, _ in single],
+                    "statuses": [status for _, status in single]})
+            await refresh_jobs(conn, {str(r["job_id"]) for r in found if r["job_ops"] != 1})
             await notify(conn, {r["queue"] for r in found
                                 if r["key"] is not None or r["kind"] == OutcomeKind.RETRY})
             accepted: list[bool] = []

@@ -185,7 +185,8 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
         async def read(conn: Conn) -> list[Job]:
             found = await fetch(conn, "list_jobs", {
                 "tenant": flt.tenant, "status": flt.status.value if flt.status else None,
-                "queue": flt.queue, "task": flt.task, "after": flt.after, "limit": flt.limit})
+                "queue": flt.queue, "task": flt.task, "after": flt.after, "limit": flt.limit},
+                prepare=False)
             return await self._with_operations(conn, found)
 
         return await self._read(read)
@@ -200,7 +201,8 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
 
     async def list_operations(self, flt: OpFilter) -> list[Operation]:
         found = await self._all("list_operations", {
-            **self._op_params(flt), "after_seq": flt.after_seq or 0, "limit": flt.limit})
+            **self._op_params(flt), "after_seq": flt.after_seq or 0, "limit": flt.limit},
+            prepare=False)
         return [rows.operation(r) for r in found]
 
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:

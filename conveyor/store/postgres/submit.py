@@ -47,9 +47,10 @@ def idempotent_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
 def operation_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
     cols: dict[str, list[Any]] = {name: [] for name in (
         "ids", "job_ids", "tenants", "queues", "tasks", "args", "keys", "priorities",
-        "max_attempts", "timeouts_s", "delays_s", "headers")}
+        "max_attempts", "timeouts_s", "delays_s", "headers", "job_ops")}
     for j in jobs:
         headers = dumps(j.headers)
+        job_ops = len(j.operations)
         for op in j.operations:
             cols["ids"].append(new_id())
             cols["job_ids"].append(j.id)
@@ -63,6 +64,7 @@ def operation_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
             cols["timeouts_s"].append(op.timeout_s)
             cols["delays_s"].append(float(op.delay_s))
             cols["headers"].append(headers)
+            cols["job_ops"].append(job_ops)
     return cols
 
 
