@@ -203,8 +203,8 @@ def bench(
         "--concurrency", min=1, help="Operations in flight per worker")] = 100,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Postgres and kafka tiers: worker processes to start "
-                                 "(default: --processes, one per core; the pool's "
-                                 "processes are shared out among them)")] = None,
+                                 "(default 1; the pool's --processes are shared out "
+                                 "among them)")] = None,
     sqlite_synchronous: Annotated[str, typer.Option(
         "--sqlite-synchronous", help="Embedded tier: FULL (fsync per commit) or NORMAL")
     ] = "FULL",

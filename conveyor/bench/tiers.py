@@ -4,8 +4,7 @@ A target can be started with or without workers. Drain workloads (B1, B4) load t
 operations while no worker runs, then start the workers and time the drain: the embedded
 tier loads through ``conveyor api`` on the SQLite file and then replaces it with
 ``conveyor serve`` on the same file (the embedded tier as users run it); the postgres and
-kafka tiers keep their API process and start ``conveyor worker`` (one per core by
-default, as the peers run one worker process per core).
+kafka tiers keep their API process and start ``conveyor worker`` (``workers`` of them).
 
 Every process is started in its own session with its output in a log file of the work
 directory, and stopped with SIGTERM (SIGKILL of its own process group after a grace
@@ -309,10 +308,12 @@ class PostgresTier(_ManagedTier):
         if not store.startswith(("postgresql://", "postgres://")):
             raise TierError(f"--tier {self.name} needs --store postgresql://...")
         super().__init__(store, workdir, processes, concurrency, **kw)
-        self.workers = max(1, workers or processes)
-        """Worker processes: one per core by default, as the peers run (each worker's
-        event loop is one interpreter; several overlap their store round trips). The
-        pool's processes are shared out among them."""
+        self.workers = max(1, workers or 1)
+        """Worker processes (one by default). Several overlap their store round trips,
+        which raises a drain's rate, but each submission's notification wakes all of
+        them and only one finds the work: at a steady trickle the others' empty claims
+        cost CPU that the API and the database need. The pool's processes are shared
+        out among them."""
 
     def _transport_flags(self) -> list[str]:
         return []

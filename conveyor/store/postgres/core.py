@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
@@ -43,10 +44,20 @@ class PgCore:
             name="conveyor",
         )
 
-    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, pipeline: bool = True) -> T:
+        """``fn(conn)`` in one transaction, pipelined: statements whose results ``fn``
+        does not read are sent without waiting for the server (``BEGIN`` with the first
+        statement, the last ones with ``COMMIT``), so a transaction costs as many round
+        trips as it has results to read, plus one. An error surfaces when a later result
+        is read or at the end of the block, still inside the transaction.
+        ``pipeline=False`` for scripts of several statements (migrations)."""
         async def attempt() -> T:
-            async with self._pool.connection() as conn, conn.transaction():
-                return await fn(conn)
+            async with self._pool.connection() as conn:
+                if not pipeline:
+                    async with conn.transaction():
+                        return await fn(conn)
+                async with conn.pipeline(), conn.transaction():
+                    return await fn(conn)
 
         with translated(self.url):
             return await retrying(attempt)
@@ -91,7 +102,19 @@ async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None, *,
     generic plan cannot)."""
     async with conn.cursor(row_factory=dict_row) as cur:  # also on callers' connections
         await cur.execute(SQL[name], params, prepare=prepare)
-        return await cur.fetchall() if cur.description is not None else []
+        return await rows_of(cur)
+
+
+async def rows_of(cur: psycopg.AsyncCursor[DictRow]) -> list[DictRow]:
+    """The rows of the cursor's statement, none for a statement without rows. Reading
+    them waits for the result, in pipeline mode too (where ``description`` is not known
+    before)."""
+    try:
+        return await cur.fetchall()
+    except psycopg.ProgrammingError:
+        if cur.pgresult is not None and cur.pgresult.status == pq.ExecStatus.COMMAND_OK:
+            return []
+        raise
 
 
 async def refresh_jobs(conn: Conn, job_ids: Sequence[str] | set[str]) -> None:

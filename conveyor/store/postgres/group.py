@@ -95,7 +95,8 @@ class GroupCommit:
             self._groups -= 1
 
     async def _commit(self, batch: list[Call]) -> list[tuple[bool, Any]]:
-        async with self._pool.connection() as conn, conn.transaction():
+        # Pipelined (see PgCore._tx): a group costs a round trip per result it reads.
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             return await self._with_jobs(conn, batch, await self._inserted(conn, batch))
 
     async def _inserted(self, conn: Conn, batch: list[Call]) -> list[tuple[bool, Any]]:

@@ -18,7 +18,7 @@ from ...model import Claim
 from .. import rows
 from ..base import Delivered, OutboxEntry
 from ..sqlfile import load_blocks
-from .core import SQL, Conn, PgCore, fetch
+from .core import SQL, Conn, PgCore, fetch, rows_of
 
 OUTBOX_SQL = load_blocks(__package__ + ".sql", "outbox.sql")
 
@@ -26,7 +26,7 @@ OUTBOX_SQL = load_blocks(__package__ + ".sql", "outbox.sql")
 async def _fetch(conn: Conn, name: str, params: dict[str, Any] | None = None) -> list[Any]:
     async with conn.cursor() as cur:
         await cur.execute(OUTBOX_SQL[name], params)
-        return await cur.fetchall() if cur.description is not None else []
+        return await rows_of(cur)
 
 
 class OutboxMixin(PgCore):

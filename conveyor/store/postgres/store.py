@@ -131,7 +131,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
                 await conn.execute(SQL["set_schema_version"], {"version": SCHEMA_VERSION})
             return SCHEMA_VERSION
 
-        return await self._tx(apply)
+        return await self._tx(apply, pipeline=False)
 
     async def ping(self) -> None:
         await self._open_pool()

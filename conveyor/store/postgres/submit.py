@@ -114,8 +114,13 @@ async def stored_jobs(conn: Conn, ids: Sequence[str]) -> dict[str, Job]:
     written), by id; the same rows and conversion as :meth:`PostgresStore.get_jobs`."""
     if not ids:
         return {}
-    job_rows = await fetch(conn, "select_jobs", {"ids": list(ids), "tenant": None})
-    op_rows = await fetch(conn, "operations_of_jobs", {"ids": list(ids)})
+    # Both statements are sent before either result is read: one round trip when the
+    # connection is pipelined (a group commit's is).
+    async with conn.cursor() as jobs_cur, conn.cursor() as ops_cur:
+        await jobs_cur.execute(SQL["select_jobs"], {"ids": list(ids), "tenant": None})
+        await ops_cur.execute(SQL["operations_of_jobs"], {"ids": list(ids)})
+        job_rows = await jobs_cur.fetchall()
+        op_rows = await ops_cur.fetchall()
     return {job.id: job for job in rows.jobs(job_rows, op_rows)}
 
 
