@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from .errors import Overloaded
-from .model import NewJob, OpStatus
+from .model import NewJob
 from .store.base import Store
 
 log = logging.getLogger("conveyor.backpressure")
@@ -36,14 +36,15 @@ ready counts for every queue it knows, when the store's source came first); a so
 needs nothing from them ignores it."""
 
 
-def store_ready_depth(store: Store) -> DepthSource:
+def store_ready_depth(store: Store, cap: int) -> DepthSource:
     """Ready (``queued``) operations per queue, all tenants together: workers are shared,
-    so a queue is deep for everyone. Every queue the store knows is in the result (0 when
-    none is ready), so later sources may take their queue list from it."""
+    so a queue is deep for everyone. Counted up to ``cap`` (past the highest threshold a
+    larger count changes nothing), so a refresh costs the store little however deep the
+    backlog. Every queue with waiting operations is in the result (0 when none is
+    ready), so later sources may take their queue list from it."""
 
     async def depth(_found: Mapping[str, int]) -> Mapping[str, int]:
-        return {q.queue: int(q.counts.get(OpStatus.QUEUED.value, 0))
-                for q in await store.stats(None)}
+        return await store.ready_depths(cap)
 
     return depth
 

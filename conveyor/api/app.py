@@ -72,7 +72,8 @@ def protect(app: FastAPI, service: Service, config: Config,
             m.rejections.labels("backpressure").inc()
             m.backpressure_rejections.labels(queue, level).inc()
 
+        cap = 1 + max(max(warn, critical) for warn, critical in thresholds.values())
         service.admit = Backpressure(
-            thresholds, [store_ready_depth(service.store), *depth_sources],
+            thresholds, [store_ready_depth(service.store, cap), *depth_sources],
             low_priority=config.backpressure_low_priority,
             refresh_s=config.backpressure_refresh_s, on_reject=on_reject).admit

@@ -91,6 +91,13 @@ class Store(Protocol):
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         """Per-queue counts by state, oldest ready age and recent throughput."""
 
+    async def ready_depths(self, cap: int) -> dict[str, int]:
+        """``queued`` operations per queue (all tenants), each counted up to ``cap``: what
+        backpressure compares with its thresholds every second. Reads at most ``cap``
+        index entries per queue, never the whole table as :meth:`stats` does. Every queue
+        with waiting operations (``scheduled``, ``queued``, ``retrying``) is in the
+        result, with 0 if none is ``queued``."""
+
     # worker side -----------------------------------------------------------------------
     async def claim(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float

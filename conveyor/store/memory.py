@@ -313,6 +313,16 @@ class MemoryStore:
                     replayed.append(op.id)
             return replayed
 
+    async def ready_depths(self, cap: int) -> dict[str, int]:
+        async with self._lock:
+            self._check_open()
+            depths: dict[str, int] = {}
+            for op in self._ops.values():
+                if op.status in WAITING:
+                    depths[op.queue] = min(cap, depths.get(op.queue, 0)
+                                           + (op.status is OpStatus.QUEUED))
+            return depths
+
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         """Queues that hold at least one operation (of ``tenant``), by name."""
         async with self._lock:

@@ -493,6 +493,21 @@ class StoreDataCases:
         assert (s2.finished_last_1m, s2.finished_last_5m, s2.failed_last_5m) == (0, 0, 0)
         assert await store.stats(tenant="nobody") == []
 
+    async def test_ready_depths_count_queued_per_queue_up_to_cap(self, store: Store) -> None:
+        """``queued`` operations per queue, all tenants, at most ``cap`` each; a queue
+        whose waiting operations are all delayed is there with 0; running and finished
+        operations do not count, nor do queues with nothing waiting."""
+        await insert(store, job(*["t.a"] * 5, queue="deep"),
+                     job("t.a", "t.a", queue="shallow", tenant="other"),
+                     job(op("t.later", delay_s=3600.0), queue="later"),
+                     job("t.a", queue="done"))
+        [done] = await store.claim(["done"], "w1", 1, LONG_LEASE_S)
+        assert await store.complete_many([Outcome.succeeded(done, None)]) == [True]
+        [running] = await store.claim(["shallow"], "w1", 1, LONG_LEASE_S)
+        assert running.queue == "shallow"
+        assert await store.ready_depths(3) == {"deep": 3, "shallow": 1, "later": 0}
+        assert await store.ready_depths(100) == {"deep": 5, "shallow": 1, "later": 0}
+
     # task registry ---------------------------------------------------------------------
     async def test_tasks_round_trip_and_update(self, store: Store) -> None:
         """``upsert_tasks`` stores every field; upserting a name again replaces it;

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from .. import __version__
 from ..config import Config
 from ..errors import StoreUnavailable, TaskTimeout
-from ..model import Claim, Lease, Outcome, WorkerInfo, new_id
+from ..model import Claim, Lease, Outcome, OutcomeKind, WorkerInfo, new_id
 from ..observability.logging import log_context
 from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
@@ -420,7 +420,11 @@ class Worker:
         self._count(finished)
         self._capacity.set()
         await self.transport.ack([c for _, c in batch])
-        await self.transport.wake()  # finished keys may have unblocked their successors
+        if any(c.key is not None or o.kind is OutcomeKind.RETRY for o, c in batch):
+            # A finished key may have unblocked its successor, a retry may be due at
+            # once. Any other outcome makes nothing ready: waking would only cost an
+            # empty claim per batch while the queue is idle.
+            await self.transport.wake()
 
     def _count(self, finished: dict[tuple[str, str, str], int]) -> None:
         """Counters and metrics of recorded outcomes, per (queue, task, outcome)."""

@@ -48,12 +48,15 @@ def _stale_statistics(conn: psycopg.Connection[Any]) -> None:
 
 
 def _indexes(conn: psycopg.Connection[Any], statement: str, params: dict[str, Any]) -> set[str]:
+    """The indexes the plan reads, and ``"Seq Scan on <table>"`` for each table it scans."""
     [(plan,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchall()
     found: set[str] = set()
 
     def walk(node: dict[str, Any]) -> None:
         if "Index Name" in node:
             found.add(node["Index Name"])
+        if node.get("Node Type") == "Seq Scan":
+            found.add(f"Seq Scan on {node['Relation Name']}")
         for child in node.get("Plans", []):
             walk(child)
 
@@ -122,6 +125,7 @@ async def test_listings_of_rare_statuses_use_their_partial_index(
         failed_jobs = _indexes(conn, SQL["list_jobs"], _list_params(status="failed"))
         cancelled_jobs = _indexes(conn, SQL["list_jobs"], _list_params(status="cancelled"))
     assert "operations_ended_badly" in dead_ops
+    assert "Seq Scan on operations" not in dead_ops
     assert "operations_ended_badly" in failed_jobs
     assert "operations_ended_badly" in cancelled_jobs
 
@@ -141,3 +145,17 @@ async def test_job_status_changes_are_hot_updates(pg_store: PostgresStore, pg_ur
             "WHERE relname = 'jobs' AND schemaname = current_schema()").fetchall()
     assert updated == 400
     assert hot >= 0.9 * updated, (hot, updated)
+
+
+async def test_ready_depths_read_the_ready_index_only(pg_store: PostgresStore,
+                                                     pg_url: str) -> None:
+    """Backpressure's per-second read: the queues by skipping through the ready index and
+    capped counts, never a scan of the table (statistics stale or fresh)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        _stale_statistics(conn)
+        stale = _indexes(conn, SQL["ready_depths"], {"cap": 1001})
+        conn.execute("ANALYZE operations")
+        fresh = _indexes(conn, SQL["ready_depths"], {"cap": 1001})
+    assert await pg_store.ready_depths(1001) == {"q": 1001}
+    for plan in (stale, fresh):
+        assert plan == {"operations_ready"}, plan

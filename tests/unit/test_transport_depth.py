@@ -1,7 +1,7 @@
 """Backpressure's depth from a log transport: consumer lag plus unpublished outbox rows,
 per queue, for the queues the store's source found in the same refresh; one refresh reads
-the store's statistics once (pure logic over a memory store and canned transport
-figures)."""
+the store's ready depths once, never its full statistics (pure logic over a memory store
+and canned transport figures)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,18 @@ from conveyor.wiring import transport_depth
 
 
 class CountingStore(MemoryStore):
-    """Counts how often the statistics are read."""
+    """Counts how often the ready depths are read; the full statistics must not be."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stats_reads = 0
+        self.depth_reads = 0
+
+    async def ready_depths(self, cap: int) -> dict[str, int]:
+        self.depth_reads += 1
+        return await super().ready_depths(cap)
 
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
-        self.stats_reads += 1
-        return await super().stats(tenant)
+        raise AssertionError("backpressure reads ready depths, not the whole statistics")
 
 
 def _service(figures: dict[str, Any] | None) -> Service:
@@ -59,7 +62,7 @@ def _backpressure_depths(service: Service, refreshes: int = 1) -> dict[str, int]
         source = transport_depth(service)
         assert source is not None
         backpressure = Backpressure({"*": (10, 100)},
-                                    [store_ready_depth(service.store), source],
+                                    [store_ready_depth(service.store, 101), source],
                                     refresh_s=1e-9)
         found: dict[str, int] = {}
         for _ in range(refreshes):
@@ -78,10 +81,10 @@ def test_lag_and_outbox_backlog_add_up_per_queue() -> None:
     assert service.asked == [["a", "b"]]  # type: ignore[attr-defined]
 
 
-def test_each_refresh_reads_the_store_statistics_once() -> None:
+def test_each_refresh_reads_the_store_depths_once() -> None:
     service = _service({"kind": "kafka", "outbox_backlog": {}, "queues": {}})
     _backpressure_depths(service, refreshes=3)
-    assert service.store.stats_reads == 3  # type: ignore[attr-defined]
+    assert service.store.depth_reads == 3  # type: ignore[attr-defined]
     assert len(service.asked) == 3  # type: ignore[attr-defined]
 
 

@@ -205,6 +205,10 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
             prepare=False)
         return [rows.operation(r) for r in found]
 
+    async def ready_depths(self, cap: int) -> dict[str, int]:
+        return {str(r["queue"]): int(r["depth"])
+                for r in await self._all("ready_depths", {"cap": cap})}
+
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         async def read(conn: Conn) -> list[QueueStats]:
             params = {"tenant": tenant}

@@ -356,6 +356,13 @@ class SQLiteStore:
         found = await self._read(lambda c: c.execute(_SQL["list_operations"], params).fetchall())
         return [rows.operation(r) for r in found]
 
+    async def ready_depths(self, cap: int) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return {row["queue"]: int(row["depth"])
+                    for row in conn.execute(_SQL["ready_depths"], {"cap": cap})}
+
+        return await self._read(read)
+
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         def read(conn: sqlite3.Connection) -> list[QueueStats]:
             now = self._clock()

@@ -307,6 +307,26 @@ WHERE status = 'dead'
   AND (%(ids)s::text[] IS NULL OR id = ANY(%(ids)s::text[]))
 RETURNING id, job_id, queue;
 
+-- name: ready_depths
+-- Queued operations per queue, each counted up to %(cap)s. The queues are found by
+-- skipping through the ready index (one probe per queue) and each count reads at most
+-- %(cap)s of its entries: never a scan of the table (backpressure runs this every
+-- second; stats_counts took 120-200 ms at 110k operations).
+WITH RECURSIVE queues(queue) AS (
+    (SELECT queue FROM operations
+     WHERE status IN ('scheduled', 'queued', 'retrying') ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.queue FROM operations o
+            WHERE o.status IN ('scheduled', 'queued', 'retrying') AND o.queue > queues.queue
+            ORDER BY o.queue LIMIT 1)
+    FROM queues WHERE queues.queue IS NOT NULL)
+SELECT queue, (SELECT count(*) FROM (
+                  SELECT 1 FROM operations o
+                  WHERE o.queue = queues.queue AND o.status = 'queued'
+                  ORDER BY o.priority DESC, o.seq  -- the ready index's order: read in it
+                  LIMIT %(cap)s) AS capped) AS depth
+FROM queues WHERE queue IS NOT NULL;
+
 -- name: stats_counts
 SELECT queue, status, count(*) AS n FROM operations
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)

@@ -175,6 +175,26 @@ WHERE status = 'dead'
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
 RETURNING id, job_id;
 
+-- name: ready_depths
+-- Queued operations per queue, each counted up to :cap. The queues are found by skipping
+-- through the ready index (one probe per queue) and each count reads at most :cap of its
+-- entries: never a scan of the table (backpressure runs this every second).
+WITH RECURSIVE queues(queue) AS (
+    SELECT (SELECT queue FROM operations INDEXED BY operations_ready
+            WHERE status IN ('scheduled', 'queued', 'retrying') ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.queue FROM operations o INDEXED BY operations_ready
+            WHERE o.status IN ('scheduled', 'queued', 'retrying') AND o.queue > queues.queue
+            ORDER BY o.queue LIMIT 1)
+    FROM queues WHERE queues.queue IS NOT NULL)
+SELECT queue, (SELECT count(*) FROM (
+                  SELECT 1 FROM operations o INDEXED BY operations_ready
+                  WHERE o.queue = queues.queue
+                    AND o.status IN ('scheduled', 'queued', 'retrying')
+                    AND o.status = 'queued'
+                  LIMIT :cap)) AS depth
+FROM queues WHERE queue IS NOT NULL;
+
 -- name: stats_counts
 SELECT queue, status, COUNT(*) AS n FROM operations
 WHERE (:tenant IS NULL OR tenant = :tenant)
