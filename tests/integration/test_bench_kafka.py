@@ -28,7 +28,8 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "kafka", "--store", url,
            "--kafka-bootstrap", address, "--workloads", "b1,b4", "--ops", str(N_OPS),
            "--cpu-ops", str(N_CPU_OPS), "--cpu-ms", "5",
-           "--processes", "2", "--workers", "2", "--deadline", "90", "--workdir", str(tmp_path / "work"),
+           "--processes", "2", "--workers", "2", "--deadline", "90",
+           "--workdir", str(tmp_path / "work"),
            "--out", str(out), "--quiet"]
     env = {**os.environ, "CONVEYOR_KAFKA_TOPIC_PREFIX": unique_prefix("bench"),
            "CONVEYOR_KAFKA_PARTITIONS": "4"}

@@ -7,23 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from conveyor.model import Claim, ErrorInfo, OpStatus, Outcome
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.contract_support import insert, job, op, operation
 from tests.support.kafka import RelayedTransport, settings
-from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+from tests.support.pg_fixtures import outbox_store, pg_database, pg_store, pg_url
 
-__all__ = ["pg_database", "pg_store", "pg_url"]
-
-
-@pytest.fixture
-async def store(pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
-    await pg_store.enable_outbox()
-    yield pg_store
+__all__ = ["outbox_store", "pg_database", "pg_store", "pg_url"]
 
 
 async def _receive(transport: RelayedTransport, want: set[str], timeout_s: float = 20.0,

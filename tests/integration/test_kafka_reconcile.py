@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -24,15 +23,9 @@ from conveyor.transport.kafka import (
     Topics,
 )
 from tests.support.kafka import settings
-from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+from tests.support.pg_fixtures import outbox_store, pg_database, pg_store, pg_url
 
-__all__ = ["pg_database", "pg_store", "pg_url"]
-
-
-@pytest.fixture
-async def store(pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
-    await pg_store.enable_outbox()
-    yield pg_store
+__all__ = ["outbox_store", "pg_database", "pg_store", "pg_url"]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import psycopg
 import pytest
@@ -21,9 +21,9 @@ from conveyor.store.postgres import PostgresStore
 from conveyor.testing.contract_support import insert, job, op, operations
 from conveyor.transport.kafka import KafkaPublisher, KafkaSettings, KafkaTransport, Topics
 from tests.support.kafka import settings
-from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+from tests.support.pg_fixtures import outbox_store, pg_database, pg_store, pg_url
 
-__all__ = ["pg_database", "pg_store", "pg_url"]
+__all__ = ["outbox_store", "pg_database", "pg_store", "pg_url"]
 
 TOLERANCE_S = 0.05
 """Clock slack between this process and the database's ``now()`` (same machine)."""
@@ -72,12 +72,6 @@ class RunningRelay:
         if self._task is not None:
             await asyncio.wait_for(self._task, 10)
         self.relay.close()
-
-
-@pytest.fixture
-async def store(pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
-    await pg_store.enable_outbox()
-    yield pg_store
 
 
 @pytest.fixture

@@ -53,6 +53,15 @@ async def test_upgrade_keeps_the_outbox_trigger_state(pg_url: str, outbox: bool)
     finally:
         await store.close()
     assert _update_trigger_enabled(pg_url) is outbox
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        options = dict(conn.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+            "('operations', 'jobs', 'outbox') AND relnamespace = current_schema()::regnamespace"
+        ).fetchall())
+    # the queue's tables are vacuumed early and without pauses (dead index entries)
+    for table in ("operations", "jobs", "outbox"):
+        assert "autovacuum_vacuum_cost_delay=0" in options[table], (table, options)
+    assert "fillfactor=50" in options["jobs"]
 
 
 async def test_operations_written_before_the_upgrade_end_their_jobs(pg_url: str) -> None:

@@ -44,3 +44,11 @@ async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture(name="store")
+async def outbox_store(pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
+    """``store``: the migrated store with the Kafka tier's outbox enabled (import
+    ``outbox_store`` into a module to use it)."""
+    await pg_store.enable_outbox()
+    yield pg_store

@@ -16,6 +16,14 @@
 -- operation takes its operation's end directly, without deriving it again from all of
 -- its operations. Rows written before this version have 0 and are derived as before.
 
+-- And autovacuum visits the queue's tables after a small share of changes, without
+-- pausing: every operation leaves dead row versions (two per operation, one per job)
+-- and dead entries in the partial indexes it left (ready, running). Until a vacuum
+-- removes them, every claim walks past the dead head of the ready index (measured
+-- after a drain of 100k operations: 1.4 ms per claim, 28 ms per rescue pass) and the
+-- planner keeps the statistics of before the burst. The defaults (20 % of the table,
+-- with cost-based pauses) leave a large table bloated for a long time.
+
 DROP INDEX operations_status;
 CREATE INDEX operations_ended_badly ON operations (status, seq)
     WHERE status IN ('dead', 'cancelled');
@@ -23,6 +31,19 @@ DROP INDEX operations_worker;
 DROP INDEX jobs_status;
 ALTER TABLE jobs SET (fillfactor = 50);
 ALTER TABLE operations ADD COLUMN job_ops integer NOT NULL DEFAULT 0;
+ALTER TABLE operations SET (autovacuum_vacuum_scale_factor = 0.02,
+                            autovacuum_vacuum_threshold = 1000,
+                            autovacuum_vacuum_insert_scale_factor = 0.05,
+                            autovacuum_analyze_scale_factor = 0.02,
+                            autovacuum_analyze_threshold = 1000,
+                            autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02,
+                      autovacuum_vacuum_threshold = 1000,
+                      autovacuum_analyze_scale_factor = 0.05,
+                      autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE outbox SET (autovacuum_vacuum_scale_factor = 0.0,
+                        autovacuum_vacuum_threshold = 5000,
+                        autovacuum_vacuum_cost_delay = 0);
 
 -- The outbox's update trigger (003_outbox.sql) calls its function only for the changes
 -- that write an outbox row (back to waiting, or dead), no longer for every claim and
