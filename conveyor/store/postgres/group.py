@@ -100,21 +100,22 @@ class GroupCommit:
             return await self._with_jobs(conn, batch, await self._inserted(conn, batch))
 
     async def _inserted(self, conn: Conn, batch: list[Call]) -> list[tuple[bool, Any]]:
-        if len(batch) > 1:
-            try:
-                async with conn.transaction():  # a savepoint
-                    merged = await self._insert(conn, [j for jobs, _, _ in batch for j in jobs])
-            except psycopg.Error:
-                if conn.broken:
-                    raise
-            except Exception:  # retried call by call just below
-                pass
-            else:
-                results: list[tuple[bool, Any]] = []
-                for jobs, _, _ in batch:
-                    results.append((True, merged[: len(jobs)]))
-                    merged = merged[len(jobs):]
-                return results
+        if len(batch) == 1:  # alone in its group: its error is the group's, no savepoint
+            return [(True, await self._insert(conn, batch[0][0]))]
+        try:
+            async with conn.transaction():  # a savepoint
+                merged = await self._insert(conn, [j for jobs, _, _ in batch for j in jobs])
+        except psycopg.Error:
+            if conn.broken:
+                raise
+        except Exception:  # retried call by call just below
+            pass
+        else:
+            results: list[tuple[bool, Any]] = []
+            for jobs, _, _ in batch:
+                results.append((True, merged[: len(jobs)]))
+                merged = merged[len(jobs):]
+            return results
         return [await self._one(conn, jobs) for jobs, _, _ in batch]
 
     async def _with_jobs(self, conn: Conn, batch: list[Call],
