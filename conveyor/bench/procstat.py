@@ -147,6 +147,16 @@ def pool_children(roots: Iterable[int]) -> list[int]:
     return found
 
 
+def pool_parents(children: Iterable[int]) -> set[int]:
+    """The processes whose pool ``children`` are (those still running)."""
+    return {s.ppid for s in map(read_proc, children) if s is not None}
+
+
+POOL_SEARCH_S = 10.0
+"""How long the sampler looks for every root's pool at each sample before falling back to
+a rescan every ``rescan_s`` (a root may have no pool at all)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PoolTime:
     """Where the time of a worker's pool processes went in a window, in process-seconds.
@@ -280,7 +290,8 @@ class Sampler:
                  pool: RootsFn | None = None) -> None:
         self._groups = dict(groups)
         self._pool = pool
-        self._pool_pids: tuple[tuple[int, ...], list[int], float] | None = None
+        self._pool_pids: tuple[tuple[int, ...], list[int], float, float] | None = None
+        """(roots, their pool processes, when scanned, when these roots were first seen)."""
         self.pool_series: dict[int, list[tuple[float, float, float]]] = {}
         """Per pool process: (wall-clock time, seconds on a core, seconds runnable)."""
         self.interval_s = interval_s
@@ -340,11 +351,14 @@ class Sampler:
         assert self._pool is not None
         key = tuple(sorted(self._pool()))
         cached = self._pool_pids
-        # Until the pool's children are found, look for them at every sample: a short
-        # drain could otherwise end before the next rescan sees them.
-        if (cached is None or cached[0] != key or not cached[1]
-                or now - cached[2] >= self.rescan_s):
-            cached = self._pool_pids = (key, pool_children(key), now)
+        since = cached[3] if cached is not None and cached[0] == key else now
+        # Until every root's pool is found, look at every sample (for the first seconds
+        # of these roots): a short drain could otherwise end before the next rescan sees
+        # a pool that started a moment after another.
+        if (cached is None or cached[0] != key or now - cached[2] >= self.rescan_s
+                or (len(pool_parents(cached[1])) < len(key)
+                    and now - since < POOL_SEARCH_S)):
+            cached = self._pool_pids = (key, pool_children(key), now, since)
         for pid in cached[1]:
             counters = read_schedstat(pid)
             if counters is not None:

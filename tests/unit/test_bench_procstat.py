@@ -88,3 +88,29 @@ def test_pool_children_finds_spawned_processes_and_their_scheduler_counters() ->
     finally:
         done.set()
         child.join(10)
+
+
+def test_the_sampler_keeps_looking_until_every_worker_pool_is_found(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers: the second one's pool starts a moment after the first one's. The
+    sampler looks again at every sample until it has both (not only every rescan_s)."""
+    started: dict[int, list[int]] = {101: [1011]}  # worker 202's pool is not there yet
+    scans: list[float] = []
+
+    def children(roots: object) -> list[int]:
+        scans.append(len(scans))
+        return [c for r in sorted(started) for c in started[r]]
+
+    monkeypatch.setattr(procstat, "pool_children", children)
+    monkeypatch.setattr(procstat, "pool_parents",
+                        lambda pids: {p // 10 for p in pids})
+    monkeypatch.setattr(procstat, "read_schedstat", lambda pid: (1, 1, 1))
+    sampler = Sampler({}, pool=lambda: [101, 202])
+    sampler.rescan_s = 60.0
+    sampler._sample_pool(0.0)
+    sampler._sample_pool(0.1)
+    started[202] = [2021]
+    sampler._sample_pool(0.2)  # found at the next sample, not a minute later
+    sampler._sample_pool(0.3)  # both found: no walk until rescan_s
+    assert len(scans) == 3
+    assert sorted(sampler.pool_series) == [1011, 2021]
