@@ -8,10 +8,10 @@ accepted again once the depth falls back (within ``refresh_s``).
 
 Depth comes from :data:`DepthSource` functions, read in order at most every
 ``refresh_s`` and combined by taking the largest value per queue: the store's ready count
-first (:func:`store_ready_depth`, every queue the store knows); a transport with its own
-backlog (e.g. consumer lag on a log) adds its own source. Every source is given what the
-earlier ones of the same refresh found, so a later one learns the queues without asking
-the store again: one refresh reads the store's statistics once. A source that fails is
+first (:func:`store_ready_depth`, every queue with waiting operations); a transport with
+its own backlog (e.g. consumer lag on a log) adds its own source. Every source is given
+what the earlier ones of the same refresh found, so a later one learns the queues without
+asking the store again: one refresh reads the store's ready depths once. A source that fails is
 ignored for that refresh: a depth that cannot be read never refuses work (the store's own
 errors surface on insert anyway).
 """

@@ -28,7 +28,8 @@ from __future__ import annotations
 import enum
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 JSON = Any
@@ -309,6 +310,11 @@ class Submitted:
     created: bool
     conflict: bool = False
     job: Job | None = None
+
+
+def with_stored_jobs(answers: list[Submitted], stored: Mapping[str, Job]) -> list[Submitted]:
+    """``answers`` with each created job attached as ``stored`` holds it (by id)."""
+    return [replace(a, job=stored[a.job_id]) if a.created else a for a in answers]
 
 
 @dataclass(frozen=True, slots=True)

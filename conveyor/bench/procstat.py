@@ -356,8 +356,8 @@ class Sampler:
         # of these roots): a short drain could otherwise end before the next rescan sees
         # a pool that started a moment after another.
         if (cached is None or cached[0] != key or now - cached[2] >= self.rescan_s
-                or (len(pool_parents(cached[1])) < len(key)
-                    and now - since < POOL_SEARCH_S)):
+                or (now - since < POOL_SEARCH_S
+                    and len(pool_parents(cached[1])) < len(key))):
             cached = self._pool_pids = (key, pool_children(key), now, since)
         for pid in cached[1]:
             counters = read_schedstat(pid)

@@ -45,6 +45,7 @@ from ..model import (
     WorkerInfo,
     job_status,
     new_id,
+    with_stored_jobs,
 )
 
 SCHEMA_VERSION = 1
@@ -219,8 +220,8 @@ class MemoryStore:
                 self._jobs[job.id] = job
                 self._ops.update((op.id, op) for op in job.ops)
             if return_jobs:
-                return [dataclasses.replace(a, job=staged[a.job_id].to_job()) if a.created else a
-                        for a in answers]
+                return with_stored_jobs(answers, {a.job_id: staged[a.job_id].to_job()
+                                                  for a in answers if a.created})
             return answers
 
     def _visible(self, job_id: str, tenant: str | None) -> _Job | None:

@@ -21,14 +21,13 @@ Up to ``max_groups`` groups are in flight at once (on separate pooled connection
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ...model import Job, NewJob, Submitted
+from ...model import Job, NewJob, Submitted, with_stored_jobs
 from .core import Conn
 from .errors import retrying
 
@@ -128,10 +127,7 @@ class GroupCommit:
         stored = await self._read(conn, wanted)
         out: list[tuple[bool, Any]] = []
         for (_, want, _), (ok, answers) in zip(batch, results, strict=True):
-            if want and ok:
-                answers = [dataclasses.replace(a, job=stored[a.job_id]) if a.created else a
-                           for a in answers]
-            out.append((ok, answers))
+            out.append((ok, with_stored_jobs(answers, stored) if want and ok else answers))
         return out
 
     async def _one(self, conn: Conn, jobs: Sequence[NewJob]) -> tuple[bool, Any]:

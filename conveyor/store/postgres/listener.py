@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import psycopg
 
+from ...waiting import first_of
 from .errors import RETRYABLE, UNAVAILABLE
 
 log = logging.getLogger("conveyor.store.postgres")
@@ -62,13 +63,7 @@ class Listener:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         if not any(f.is_set() for f in flags):
-            waiters = [asyncio.create_task(f.wait()) for f in flags]
-            try:
-                await asyncio.wait(waiters, timeout=timeout_s,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+            await first_of([f.wait() for f in flags], timeout_s)
         for f in flags:
             f.clear()
 

@@ -15,7 +15,6 @@ only after that transaction committed. Under load this turns many fsyncs into on
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sqlite3
 import threading
@@ -43,6 +42,7 @@ from ...model import (
     TaskInfo,
     WorkerInfo,
     new_id,
+    with_stored_jobs,
 )
 from .. import rows
 from ..sqlfile import load_blocks, migrations
@@ -258,9 +258,8 @@ class SQLiteStore:
         if not created:
             return answers
         found = conn.execute(_SQL["select_jobs"], {"ids": _dumps(created), "tenant": None})
-        stored = {job.id: job for job in self._with_operations(conn, found.fetchall())}
-        return [dataclasses.replace(a, job=stored[a.job_id]) if a.created else a
-                for a in answers]
+        return with_stored_jobs(
+            answers, {job.id: job for job in self._with_operations(conn, found.fetchall())})
 
     def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
         now = self._clock()
