@@ -12,7 +12,7 @@ from ..config import Config
 from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
 from ..service import Service
-from . import dashboard, problems
+from . import dashboard, problems, submit
 from .middleware import RequestMetrics
 from .routes import router, v1
 
@@ -45,6 +45,7 @@ def create_app(
     app.include_router(router)
     app.include_router(v1)  # directly, not inside ``router``: one routing level less
     app.include_router(dashboard.router)
+    app.router.routes[0:0] = submit.routes()  # the hot path, matched first
 
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

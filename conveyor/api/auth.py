@@ -87,13 +87,20 @@ class _TenantWith(HTTPBearer):
         self.scope = scope
 
     async def __call__(self, request: Request) -> str:  # type: ignore[override]
-        principal: Principal = await request.app.state.auth.authenticate(request)
-        await request.app.state.rate_limits.check(request, principal)
-        if not principal.allows(self.scope):
-            raise Problem(403, f"this key lacks the {self.scope!r} scope "
-                          f"(it has: {', '.join(principal.scopes)})")
-        request.state.principal = principal
-        return principal.tenant
+        return await authorize(request, self.scope)
+
+
+async def authorize(request: Request, scope: str) -> str:
+    """Authenticate, rate-limit, require ``scope``; gives the tenant. What every /v1 route
+    does first: through :func:`tenant_with` in FastAPI routes, called directly by the plain
+    submission endpoints (:mod:`conveyor.api.submit`)."""
+    principal: Principal = await request.app.state.auth.authenticate(request)
+    await request.app.state.rate_limits.check(request, principal)
+    if not principal.allows(scope):
+        raise Problem(403, f"this key lacks the {scope!r} scope "
+                      f"(it has: {', '.join(principal.scopes)})")
+    request.state.principal = principal
+    return principal.tenant
 
 
 def tenant_with(scope: str) -> Callable[..., Awaitable[str]]:

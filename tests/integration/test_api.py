@@ -241,6 +241,27 @@ def test_openapi_documents_the_contract(url: str) -> None:
     assert httpx.get(f"{url}/docs").status_code == 200
 
 
+def test_submission_routes_served_plain_keep_the_documented_contract(url: str) -> None:
+    """The submission routes are plain Starlette routes matched ahead of FastAPI's
+    (conveyor.api.submit); their FastAPI declarations still document them, and the app's
+    metrics, method and error handling still apply."""
+    post = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/jobs"]["post"]
+    assert {"in": "header", "name": "idempotency-key"}.items() <= post["parameters"][0].items()
+    assert post["security"] == [{"HTTPBearer": []}]
+    assert httpx.post(f"{url}/v1/jobs", json={"task": "sys.noop"}).status_code == 202
+    assert httpx.post(f"{url}/v1/jobs/batch",
+                      json={"jobs": [{"task": "sys.noop"}]}).json()["count"] == 1
+    text = httpx.get(f"{url}/metrics").text
+    for route in ("/v1/jobs", "/v1/jobs/batch"):
+        assert f'conveyor_http_requests_total{{method="POST",route="{route}",status="202"}}' \
+            in text
+    wrong_method = httpx.put(f"{url}/v1/jobs", json={"task": "sys.noop"})
+    assert_problem(wrong_method, 405)
+    assert wrong_method.headers["allow"] == "GET, POST"
+    not_an_object = assert_problem(httpx.post(f"{url}/v1/jobs/batch", json={"jobs": 1}), 422)
+    assert "jobs" in not_an_object["detail"]
+
+
 def _post_raw(url: str, body: bytes | Iterator[bytes], path: str = "/v1/jobs",
               **headers: str) -> httpx.Response:
     return httpx.post(f"{url}{path}", content=body, timeout=30,
