@@ -41,17 +41,25 @@ class StoreTransport:
         self._worker_id = ""
         self._wakeup = asyncio.Event()
         self._signal = store if isinstance(store, ReadySignal) else None
+        self._drained = False
 
     async def start(self, queues: Sequence[str], worker_id: str) -> None:
         self._queues = tuple(queues)
         self._worker_id = worker_id
 
     async def receive(self, max_n: int, lease_s: float, wait_s: float) -> list[Claim]:
+        """Claims, waiting up to ``wait_s`` for some. After a claim that got fewer than it
+        asked for (everything ready was taken), the next call waits for news first (a
+        wake-up, a notification, or ``poll_s``) instead of claiming at once: that claim
+        would find nothing, and at low rates it was one of every two claims."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        if self._drained:
+            await self._wait(min(self._poll_s, wait_s))
         while True:
             self._wakeup.clear()
             claims = await self._store.claim(self._queues, self._worker_id, max_n, lease_s)
+            self._drained = len(claims) < max_n
             remaining = deadline - loop.time()
             if claims or remaining <= 0:
                 return claims
