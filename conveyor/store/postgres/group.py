@@ -12,8 +12,8 @@ falls back to one savepoint per call, so a failing call gets its own exception a
 not undo the others. A failed commit (or a lost connection) fails every call of the group,
 none of which was acknowledged.
 
-Calls that ask for their jobs back get the created ones read in the group transaction,
-in one read for the whole group (:data:`Read`).
+Calls that ask for their jobs back get the created ones as the group's inserts returned
+them (:data:`Insert`).
 
 Up to ``max_groups`` groups are in flight at once (on separate pooled connections).
 """
@@ -21,29 +21,29 @@ Up to ``max_groups`` groups are in flight at once (on separate pooled connection
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ...model import Job, NewJob, Submitted, with_stored_jobs
+from ...model import NewJob, Submitted
 from .core import Conn
 from .errors import retrying
 
-Insert = Callable[[Conn, Sequence[NewJob]], Awaitable[list[Submitted]]]
-Read = Callable[[Conn, Sequence[str]], Awaitable[dict[str, Job]]]
-"""Jobs by id as the connection sees them (inside the group transaction: as written)."""
+Insert = Callable[[Conn, Sequence[NewJob], bool], Awaitable[list[Submitted]]]
+"""Insert jobs on a connection inside its transaction; with ``True``, each created job
+comes back as stored (``Submitted.job``)."""
 Call = tuple[Sequence[NewJob], bool, asyncio.Future[list[Submitted]]]
 """The jobs of one call, whether it wants them back, and its answer."""
 
 
 class GroupCommit:
-    def __init__(self, pool: AsyncConnectionPool[Conn], insert: Insert, read: Read,
+    def __init__(self, pool: AsyncConnectionPool[Conn], insert: Insert,
                  max_groups: int = 2, max_jobs: int = 10_000) -> None:
         self._pool = pool
         self._insert = insert
-        self._read = read
         self._max_groups = max_groups
         self._max_jobs = max_jobs
         self._pending: list[Call] = []
@@ -96,14 +96,16 @@ class GroupCommit:
     async def _commit(self, batch: list[Call]) -> list[tuple[bool, Any]]:
         # Pipelined (see PgCore._tx): a group costs a round trip per result it reads.
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            return await self._with_jobs(conn, batch, await self._inserted(conn, batch))
+            return await self._inserted(conn, batch)
 
     async def _inserted(self, conn: Conn, batch: list[Call]) -> list[tuple[bool, Any]]:
         if len(batch) == 1:  # alone in its group: its error is the group's, no savepoint
-            return [(True, await self._insert(conn, batch[0][0]))]
+            jobs, want, _ = batch[0]
+            return [(True, await self._insert(conn, jobs, want))]
         try:
             async with conn.transaction():  # a savepoint
-                merged = await self._insert(conn, [j for jobs, _, _ in batch for j in jobs])
+                merged = await self._insert(conn, [j for jobs, _, _ in batch for j in jobs],
+                                            any(want for _, want, _ in batch))
         except psycopg.Error:
             if conn.broken:
                 raise
@@ -111,29 +113,19 @@ class GroupCommit:
             pass
         else:
             results: list[tuple[bool, Any]] = []
-            for jobs, _, _ in batch:
-                results.append((True, merged[: len(jobs)]))
+            for jobs, want, _ in batch:
+                answers = merged[: len(jobs)]
                 merged = merged[len(jobs):]
+                if not want:  # the jobs were read for another call of the group
+                    answers = [dataclasses.replace(a, job=None) for a in answers]
+                results.append((True, answers))
             return results
-        return [await self._one(conn, jobs) for jobs, _, _ in batch]
+        return [await self._one(conn, jobs, want) for jobs, want, _ in batch]
 
-    async def _with_jobs(self, conn: Conn, batch: list[Call],
-                         results: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
-        """Attach the created jobs to the answers of the calls that asked for them."""
-        wanted = [a.job_id for (_, want, _), (ok, answers) in zip(batch, results, strict=True)
-                  if want and ok for a in answers if a.created]
-        if not wanted:
-            return results
-        stored = await self._read(conn, wanted)
-        out: list[tuple[bool, Any]] = []
-        for (_, want, _), (ok, answers) in zip(batch, results, strict=True):
-            out.append((ok, with_stored_jobs(answers, stored) if want and ok else answers))
-        return out
-
-    async def _one(self, conn: Conn, jobs: Sequence[NewJob]) -> tuple[bool, Any]:
+    async def _one(self, conn: Conn, jobs: Sequence[NewJob], want: bool) -> tuple[bool, Any]:
         try:
             async with conn.transaction():  # a savepoint
-                return True, await self._insert(conn, jobs)
+                return True, await self._insert(conn, jobs, want)
         except psycopg.Error as exc:
             if conn.broken:
                 raise

@@ -40,7 +40,7 @@ from .keys import KeyMixin
 from .leases import LeaseMixin
 from .listener import Listener
 from .outbox import OutboxMixin
-from .submit import dumps, insert_jobs, stored_jobs
+from .submit import dumps, insert_jobs
 
 
 class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
@@ -56,7 +56,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
         super().__init__(url, min_size=min_size, max_size=max_size,
                          connect_timeout_s=connect_timeout_s,
                          acquire_timeout_s=acquire_timeout_s)
-        self._group = GroupCommit(self._pool, insert_jobs, stored_jobs, max_groups=max_groups)
+        self._group = GroupCommit(self._pool, insert_jobs, max_groups=max_groups)
         self._listener = Listener(url, connect_timeout_s)
         self._opened = False
 

@@ -11,9 +11,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ...model import Job, NewJob, Submitted, new_id
+from psycopg.rows import dict_row
+
+from ...model import NewJob, Submitted, new_id, with_stored_jobs
 from .. import rows
-from .core import SQL, Conn, fetch, notify
+from .core import SQL, Conn, fetch, notify, rows_of
+
+INSERT_OPERATIONS_RETURNING = SQL["insert_operations"].removesuffix(";") + "\nRETURNING *;"
+"""``insert_operations`` giving its rows back, for a caller that wants its jobs as stored
+(the others do not pay for rows they would not read: ~5 µs per operation on each side in
+batches of 1,000)."""
 
 
 def dumps(value: Any) -> str:
@@ -93,10 +100,14 @@ def answers(
     return out, written
 
 
-async def insert_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Submitted]:
+async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = False
+                      ) -> list[Submitted]:
     """Insert ``jobs`` on ``conn`` inside the caller's transaction (see
-    :func:`.submit.answers` for idempotency) and notify their queues at commit."""
-    created = {str(r["id"]) for r in await fetch(conn, "insert_jobs", job_params(jobs))}
+    :func:`.submit.answers` for idempotency) and notify their queues at commit. With
+    ``return_jobs``, each created job comes back as stored (``Submitted.job``), from the
+    rows the inserts return: the same rows and conversion as
+    :meth:`PostgresStore.get_jobs`, without reading them again."""
+    created = {str(r["id"]): r for r in await fetch(conn, "insert_jobs", job_params(jobs))}
     existing: list[Any] = []
     if len(created) < len(jobs) or any(j.idempotency_key for j in jobs):
         keyed = idempotent_params(jobs)
@@ -104,25 +115,15 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Submitted]:
             existing = await fetch(conn, "find_idempotent", keyed)
     out, written = answers(jobs, set(created), existing)
     if written:
-        await conn.execute(SQL["insert_operations"], operation_params(written))
-        await notify(conn, {j.queue for j in written})
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(INSERT_OPERATIONS_RETURNING if return_jobs
+                              else SQL["insert_operations"], operation_params(written))
+            await notify(conn, {j.queue for j in written})
+            if return_jobs:
+                stored = rows.jobs([created[j.id] for j in written], await rows_of(cur))
+                out = with_stored_jobs(out, {job.id: job for job in stored})
     return out
 
 
-async def stored_jobs(conn: Conn, ids: Sequence[str]) -> dict[str, Job]:
-    """The jobs ``ids`` as ``conn`` sees them (inside an insert's transaction: as just
-    written), by id; the same rows and conversion as :meth:`PostgresStore.get_jobs`."""
-    if not ids:
-        return {}
-    # Both statements are sent before either result is read: one round trip when the
-    # connection is pipelined (a group commit's is).
-    async with conn.cursor() as jobs_cur, conn.cursor() as ops_cur:
-        await jobs_cur.execute(SQL["select_jobs"], {"ids": list(ids), "tenant": None})
-        await ops_cur.execute(SQL["operations_of_jobs"], {"ids": list(ids)})
-        job_rows = await jobs_cur.fetchall()
-        op_rows = await ops_cur.fetchall()
-    return {job.id: job for job in rows.jobs(job_rows, op_rows)}
-
-
 __all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
-           "job_params", "operation_params", "stored_jobs"]
+           "job_params", "operation_params"]

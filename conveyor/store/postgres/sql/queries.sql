@@ -31,7 +31,8 @@ SELECT 1;
 
 -- name: insert_jobs
 -- Every job of the batch in one statement, in input order; idempotency-key and id clashes
--- are skipped (the caller looks them up).
+-- are skipped (the caller looks them up). The created rows come back whole: a caller
+-- that wants its jobs as stored reads them here instead of selecting them again.
 INSERT INTO jobs (id, tenant, queue, status, metadata, headers, idempotency_key,
                   request_hash, created_at)
 SELECT j.id, j.tenant, j.queue, 'queued', j.metadata::jsonb, j.headers::jsonb,
@@ -42,7 +43,7 @@ FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(queues)s::text[], %(metadata
                           request_hash, ord)
 ORDER BY j.ord
 ON CONFLICT DO NOTHING
-RETURNING id;
+RETURNING *;
 
 -- name: find_idempotent
 SELECT j.id, j.tenant, j.idempotency_key, j.request_hash
@@ -51,7 +52,8 @@ JOIN unnest(%(tenants)s::text[], %(idempotency_keys)s::text[]) AS k(tenant, idem
   ON j.tenant = k.tenant AND j.idempotency_key = k.idempotency_key;
 
 -- name: insert_operations
--- seq (submission order) follows the input order.
+-- seq (submission order) follows the input order. A caller that wants its jobs as
+-- stored runs it with `RETURNING *` appended (submit.INSERT_OPERATIONS_RETURNING).
 INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
                         max_attempts, timeout_s, created_at, run_at, headers, job_ops)
 SELECT o.id, o.job_id, o.tenant, o.queue, o.task, o.args::jsonb, o.key, o.priority,
