@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from ...model import NewJob, Submitted, new_id, with_stored_jobs
+from ...model import Job, NewJob, Submitted, new_id, with_stored_jobs
 from .. import rows
 from .core import SQL, Conn, fetch, notify, rows_of
 
@@ -106,13 +106,34 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = Fa
     :func:`.submit.answers` for idempotency) and notify their queues at commit. With
     ``return_jobs``, each created job comes back as stored (``Submitted.job``), from the
     rows the inserts return: the same rows and conversion as
-    :meth:`PostgresStore.get_jobs`, without reading them again."""
+    :meth:`PostgresStore.get_jobs`, without reading them again.
+
+    Jobs without an idempotency key are all new (their ids are random), so their
+    operations are sent with them, before the jobs' insert is read: one round trip less
+    (on a pipelined connection). A clash found then (an id that exists, a bug upstream)
+    raises inside the caller's transaction, which undoes both inserts."""
+    if any(j.idempotency_key for j in jobs):
+        return await _insert_keyed(conn, jobs, return_jobs)
+    async with conn.cursor(row_factory=dict_row) as jobs_cur, \
+            conn.cursor(row_factory=dict_row) as ops_cur:
+        await jobs_cur.execute(SQL["insert_jobs"], job_params(jobs))
+        await ops_cur.execute(INSERT_OPERATIONS_RETURNING if return_jobs
+                              else SQL["insert_operations"], operation_params(jobs))
+        await notify(conn, {j.queue for j in jobs})
+        created = {str(r["id"]): r for r in await rows_of(jobs_cur)}
+        out, written = answers(jobs, set(created), [])  # raises on a clash
+        if return_jobs:
+            out = with_stored_jobs(out, _stored(created, written, await rows_of(ops_cur)))
+    return out
+
+
+async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
+                        ) -> list[Submitted]:
+    """Jobs with idempotency keys: which ones are new decides which operations to write,
+    so the jobs' insert is read first."""
     created = {str(r["id"]): r for r in await fetch(conn, "insert_jobs", job_params(jobs))}
-    existing: list[Any] = []
-    if len(created) < len(jobs) or any(j.idempotency_key for j in jobs):
-        keyed = idempotent_params(jobs)
-        if keyed["tenants"]:
-            existing = await fetch(conn, "find_idempotent", keyed)
+    keyed = idempotent_params(jobs)
+    existing = await fetch(conn, "find_idempotent", keyed) if keyed["tenants"] else []
     out, written = answers(jobs, set(created), existing)
     if written:
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -120,9 +141,13 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = Fa
                               else SQL["insert_operations"], operation_params(written))
             await notify(conn, {j.queue for j in written})
             if return_jobs:
-                stored = rows.jobs([created[j.id] for j in written], await rows_of(cur))
-                out = with_stored_jobs(out, {job.id: job for job in stored})
+                out = with_stored_jobs(out, _stored(created, written, await rows_of(cur)))
     return out
+
+
+def _stored(created: dict[str, Any], written: Sequence[NewJob], op_rows: list[Any]
+            ) -> dict[str, Job]:
+    return {job.id: job for job in rows.jobs([created[j.id] for j in written], op_rows)}
 
 
 __all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
