@@ -30,7 +30,7 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False,
 a new one per call)."""
 
 
-def job_response(job: Job, status_code: int, **headers: str) -> Response:
+def _job_response(job: Job, status_code: int, **headers: str) -> Response:
     return Response(_encode_json(job.to_json()).encode(), status_code=status_code,
                     media_type="application/json",
                     headers={"Location": f"/v1/jobs/{job.id}", **headers})
@@ -48,8 +48,8 @@ async def submit_job(request: Request, tenant: str, idempotency_key: str | None)
                                         headers=headers)
         tracing.describe_submission(span, job.queue, job.id, len(job.operations))
     if created:
-        return job_response(job, 202)
-    return job_response(job, 200, **{"Idempotent-Replayed": "true"})
+        return _job_response(job, 202)
+    return _job_response(job, 200, **{"Idempotent-Replayed": "true"})
 
 
 async def submit_batch(request: Request, tenant: str) -> Response:
