@@ -11,9 +11,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow, dict_row
 
-from ...model import Job, NewJob, Submitted, new_id, with_stored_jobs
+from ...model import NewJob, Submitted, new_id, with_stored_jobs
 from .. import rows
 from .core import SQL, Conn, fetch, notify, rows_of
 
@@ -117,14 +118,10 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = Fa
     async with conn.cursor(row_factory=dict_row) as jobs_cur, \
             conn.cursor(row_factory=dict_row) as ops_cur:
         await jobs_cur.execute(SQL["insert_jobs"], job_params(jobs))
-        await ops_cur.execute(INSERT_OPERATIONS_RETURNING if return_jobs
-                              else SQL["insert_operations"], operation_params(jobs))
-        await notify(conn, {j.queue for j in jobs})
+        await _send_operations(conn, ops_cur, jobs, return_jobs)
         created = {str(r["id"]): r for r in await rows_of(jobs_cur)}
         out, written = answers(jobs, set(created), [])  # raises on a clash
-        if return_jobs:
-            out = with_stored_jobs(out, _stored(created, written, await rows_of(ops_cur)))
-    return out
+        return await _with_jobs(out, created, written, ops_cur) if return_jobs else out
 
 
 async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
@@ -135,19 +132,28 @@ async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
     keyed = idempotent_params(jobs)
     existing = await fetch(conn, "find_idempotent", keyed) if keyed["tenants"] else []
     out, written = answers(jobs, set(created), existing)
-    if written:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(INSERT_OPERATIONS_RETURNING if return_jobs
-                              else SQL["insert_operations"], operation_params(written))
-            await notify(conn, {j.queue for j in written})
-            if return_jobs:
-                out = with_stored_jobs(out, _stored(created, written, await rows_of(cur)))
-    return out
+    if not written:
+        return out
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await _send_operations(conn, cur, written, return_jobs)
+        return await _with_jobs(out, created, written, cur) if return_jobs else out
 
 
-def _stored(created: dict[str, Any], written: Sequence[NewJob], op_rows: list[Any]
-            ) -> dict[str, Job]:
-    return {job.id: job for job in rows.jobs([created[j.id] for j in written], op_rows)}
+async def _send_operations(conn: Conn, cur: AsyncCursor[DictRow], written: Sequence[NewJob],
+                           return_jobs: bool) -> None:
+    """The operations of ``written`` on ``cur`` (their rows returned when ``return_jobs``),
+    and the notification of their queues at commit."""
+    await cur.execute(INSERT_OPERATIONS_RETURNING if return_jobs
+                      else SQL["insert_operations"], operation_params(written))
+    await notify(conn, {j.queue for j in written})
+
+
+async def _with_jobs(out: list[Submitted], created: dict[str, Any],
+                     written: Sequence[NewJob], ops_cur: AsyncCursor[DictRow]
+                     ) -> list[Submitted]:
+    """``out`` with the created jobs, from the rows both inserts returned."""
+    stored = rows.jobs([created[j.id] for j in written], await rows_of(ops_cur))
+    return with_stored_jobs(out, {job.id: job for job in stored})
 
 
 __all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
