@@ -94,40 +94,47 @@ def _operation(
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected an object")
         return None
-    for name in sorted(set(raw) - OP_FIELDS):
-        problems.append(f"{where}.{name}: unknown field (allowed: {', '.join(sorted(OP_FIELDS))})")
-    name = raw.get("task")
+    get = raw.get
+    if not raw.keys() <= OP_FIELDS:
+        for name in sorted(set(raw) - OP_FIELDS):
+            problems.append(
+                f"{where}.{name}: unknown field (allowed: {', '.join(sorted(OP_FIELDS))})")
+    name = get("task")
     info = tasks.get(name) if isinstance(name, str) else None
     if not isinstance(name, str) or not name:
         problems.append(f"{where}.task: required, a task name")
     elif info is None:
         problems.append(f"{where}.task: unknown task {name!r}")
-    args = raw.get("args", {})
+    args = get("args")
     if args is None:
         args = {}
     if not isinstance(args, dict):
         problems.append(f"{where}.args: expected an object of named arguments")
         args = {}
-    elif _json_size(args) > limits.max_args_bytes:
+    elif args and _json_size(args) > limits.max_args_bytes:
         problems.append(f"{where}.args: larger than {limits.max_args_bytes} bytes")
     elif info is not None:
         problems.extend(validate(args, info.schema, f"{where}.args"))
-    key = raw.get("key")
+    key = get("key")
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= limits.max_key_length):
         problems.append(
             f"{where}.key: expected a string of 1 to {limits.max_key_length} characters"
         )
         key = None
-    default_attempts = info.max_attempts if info else 3
-    default_timeout = info.timeout_s if info else None
-    priority = _number(raw, "priority", info.priority if info else 0, -1000, 1000, where,
-                       problems, integer=True)
-    delay_s = _number(raw, "delay_s", 0.0, 0.0, limits.max_delay_s, where, problems)
-    attempts = _number(raw, "max_attempts", default_attempts, 1, limits.max_attempts_limit,
-                       where, problems, integer=True)
-    timeout = default_timeout  # an omitted or null timeout_s takes the task's default
-    if raw.get("timeout_s") is not None:
-        timeout = _number(raw, "timeout_s", default_timeout or 0.0, 0.001, limits.max_timeout_s,
+    # Omitted and null fields take the defaults (most submissions set none of them).
+    priority: float = info.priority if info else 0
+    if get("priority") is not None:
+        priority = _number(raw, "priority", priority, -1000, 1000, where, problems, integer=True)
+    delay_s = 0.0
+    if get("delay_s") is not None:
+        delay_s = _number(raw, "delay_s", 0.0, 0.0, limits.max_delay_s, where, problems)
+    attempts: float = info.max_attempts if info else 3
+    if get("max_attempts") is not None:
+        attempts = _number(raw, "max_attempts", attempts, 1, limits.max_attempts_limit,
+                           where, problems, integer=True)
+    timeout = info.timeout_s if info else None
+    if get("timeout_s") is not None:
+        timeout = _number(raw, "timeout_s", timeout or 0.0, 0.001, limits.max_timeout_s,
                           where, problems)
     if info is None:
         return None
@@ -160,7 +167,8 @@ def parse_job(
         for name in sorted(set(body) - JOB_FIELDS):
             problems.append(f"{name}: unknown field (allowed: {', '.join(sorted(JOB_FIELDS))})")
     elif "task" in body:
-        raw_ops = [{k: v for k, v in body.items() if k not in JOB_FIELDS}]
+        raw_ops = [body if JOB_FIELDS.isdisjoint(body) else
+                   {k: v for k, v in body.items() if k not in JOB_FIELDS}]
     else:
         raise ValidationError("a job needs 'operations' (a list) or a 'task'")
     if not isinstance(raw_ops, list) or not raw_ops:
