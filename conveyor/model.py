@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,13 +88,45 @@ def job_status(statuses: list[OpStatus], started: bool) -> JobStatus:
     return JobStatus.QUEUED
 
 
+_ID_RANDOM = threading.local()
+
+
+def _random_80_bits() -> Iterator[int]:
+    """Random 80-bit numbers from ``os.urandom``, read 4,000 bytes at a time.
+
+    One system call per 400 numbers: each ``os.urandom`` call releases the GIL, and in a
+    busy process getting it back can wait for another thread's switch interval.
+    """
+    while True:
+        pool = os.urandom(4000)
+        for at in range(0, 4000, 10):
+            yield int.from_bytes(pool[at:at + 10], "big")
+
+
+def _forget_random() -> None:
+    """A forked child must not hand out its parent's unread numbers."""
+    global _ID_RANDOM
+    _ID_RANDOM = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_random)
+
+_UUID7_BITS = (0x7 << 76) | (0x2 << 62)  # version 7, variant 10
+_RANDOM_MASK = (((1 << 12) - 1) << 64) | ((1 << 62) - 1)  # rand_a (12 bits), rand_b (62)
+
+
 def new_id() -> str:
-    """A time-ordered 128-bit id (UUIDv7 layout) as 32 hex digits: sortable by creation."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | (rand & ((1 << 76) - 1))
-    value = (value & ~(0xC << 60)) | (0x8 << 60)  # RFC 9562 variant bits
-    return f"{value:032x}"
+    """A time-ordered 128-bit id (UUIDv7 layout, RFC 9562) as 32 hex digits: sortable by
+    creation (millisecond), then 74 random bits from the operating system's CSPRNG.
+
+    Each thread has its own random numbers, so no two threads (or forked processes) share
+    one."""
+    try:
+        rand = next(_ID_RANDOM.numbers)
+    except AttributeError:
+        _ID_RANDOM.numbers = _random_80_bits()
+        rand = next(_ID_RANDOM.numbers)
+    return f"{((time.time_ns() // 1_000_000) << 80) | _UUID7_BITS | (rand & _RANDOM_MASK):032x}"
 
 
 @dataclass(frozen=True, slots=True)

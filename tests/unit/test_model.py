@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
@@ -76,6 +78,30 @@ def test_new_id_layout() -> None:
 def test_new_id_unique() -> None:
     ids = [new_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
+
+
+def test_new_id_random_parts_differ_across_threads_and_forks() -> None:
+    """Random bits are read in bulk, so a thread or a forked child reusing another's unread
+    bits would repeat its ids (same millisecond, same random part)."""
+    new_id()  # this thread has unread random numbers now
+    in_thread: list[str] = []
+    worker = threading.Thread(target=lambda: in_thread.extend(new_id() for _ in range(50)))
+    worker.start()
+    worker.join()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then exit at once
+        os.write(write_end, ",".join(new_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        in_child = pipe.read().split(",")
+    in_parent = [new_id() for _ in range(50)]
+    random_part = {i[13:] for i in in_parent}
+    assert len(in_child) == 50
+    assert not random_part & {i[13:] for i in in_child}
+    assert not random_part & {i[13:] for i in in_thread}
 
 
 def test_new_id_sorts_by_creation_time() -> None:
