@@ -18,10 +18,15 @@ from ...model import NewJob, Submitted, new_id, with_stored_jobs
 from .. import rows
 from .core import SQL, Conn, fetch, notify, rows_of
 
-INSERT_OPERATIONS_RETURNING = SQL["insert_operations"].removesuffix(";") + "\nRETURNING *;"
-"""``insert_operations`` giving its rows back, for a caller that wants its jobs as stored
-(the others do not pay for rows they would not read: ~5 µs per operation on each side in
-batches of 1,000)."""
+def _returning_rows(name: str) -> str:
+    """The insert ``name`` giving its whole rows back, for a caller that wants its jobs
+    as stored. The others do not pay for rows they would not read (decoding them costs
+    ~5 µs per operation on each side in batches of 1,000)."""
+    return SQL[name].removesuffix(";").removesuffix("RETURNING id").rstrip() + "\nRETURNING *;"
+
+
+INSERT_JOBS_RETURNING = _returning_rows("insert_jobs")
+INSERT_OPERATIONS_RETURNING = _returning_rows("insert_operations")
 
 
 def dumps(value: Any) -> str:
@@ -117,7 +122,8 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = Fa
         return await _insert_keyed(conn, jobs, return_jobs)
     async with conn.cursor(row_factory=dict_row) as jobs_cur, \
             conn.cursor(row_factory=dict_row) as ops_cur:
-        await jobs_cur.execute(SQL["insert_jobs"], job_params(jobs))
+        await jobs_cur.execute(INSERT_JOBS_RETURNING if return_jobs else SQL["insert_jobs"],
+                               job_params(jobs))
         await _send_operations(conn, ops_cur, jobs, return_jobs)
         created = {str(r["id"]): r for r in await rows_of(jobs_cur)}
         out, written = answers(jobs, set(created), [])  # raises on a clash
@@ -128,7 +134,10 @@ async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
                         ) -> list[Submitted]:
     """Jobs with idempotency keys: which ones are new decides which operations to write,
     so the jobs' insert is read first."""
-    created = {str(r["id"]): r for r in await fetch(conn, "insert_jobs", job_params(jobs))}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(INSERT_JOBS_RETURNING if return_jobs else SQL["insert_jobs"],
+                          job_params(jobs))
+        created = {str(r["id"]): r for r in await cur.fetchall()}
     keyed = idempotent_params(jobs)
     existing = await fetch(conn, "find_idempotent", keyed) if keyed["tenants"] else []
     out, written = answers(jobs, set(created), existing)

@@ -31,24 +31,27 @@ SELECT 1;
 
 -- name: insert_jobs
 -- Every job of the batch in one statement, in input order; idempotency-key and id clashes
--- are skipped (the caller looks them up). The created rows come back whole: a caller
--- that wants its jobs as stored reads them here instead of selecting them again.
+-- are skipped (the caller looks them up). The ids of the created rows come back; a caller
+-- that wants its jobs as stored runs it with `RETURNING *` (submit.INSERT_JOBS_RETURNING)
+-- instead of selecting them again. The arrays are sent in binary: psycopg quotes every
+-- element of a text-format array with regular expressions (about half the client's CPU
+-- for a batch of 1,000).
 INSERT INTO jobs (id, tenant, queue, status, metadata, headers, idempotency_key,
                   request_hash, created_at)
 SELECT j.id, j.tenant, j.queue, 'queued', j.metadata::jsonb, j.headers::jsonb,
        j.idempotency_key, j.request_hash, now()
-FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(queues)s::text[], %(metadata)s::text[],
-            %(headers)s::text[], %(idempotency_keys)s::text[], %(request_hashes)s::text[])
+FROM unnest(%(ids)b::text[], %(tenants)b::text[], %(queues)b::text[], %(metadata)b::text[],
+            %(headers)b::text[], %(idempotency_keys)b::text[], %(request_hashes)b::text[])
      WITH ORDINALITY AS j(id, tenant, queue, metadata, headers, idempotency_key,
                           request_hash, ord)
 ORDER BY j.ord
 ON CONFLICT DO NOTHING
-RETURNING *;
+RETURNING id;
 
 -- name: find_idempotent
 SELECT j.id, j.tenant, j.idempotency_key, j.request_hash
 FROM jobs j
-JOIN unnest(%(tenants)s::text[], %(idempotency_keys)s::text[]) AS k(tenant, idempotency_key)
+JOIN unnest(%(tenants)b::text[], %(idempotency_keys)b::text[]) AS k(tenant, idempotency_key)
   ON j.tenant = k.tenant AND j.idempotency_key = k.idempotency_key;
 
 -- name: insert_operations
@@ -60,10 +63,10 @@ SELECT o.id, o.job_id, o.tenant, o.queue, o.task, o.args::jsonb, o.key, o.priori
        CASE WHEN o.delay_s > 0 THEN 'scheduled' ELSE 'queued' END,
        o.max_attempts, o.timeout_s, now(), now() + make_interval(secs => o.delay_s),
        o.headers::jsonb, o.job_ops
-FROM unnest(%(ids)s::text[], %(job_ids)s::text[], %(tenants)s::text[], %(queues)s::text[],
-            %(tasks)s::text[], %(args)s::text[], %(keys)s::text[], %(priorities)s::int[],
-            %(max_attempts)s::int[], %(timeouts_s)s::float8[], %(delays_s)s::float8[],
-            %(headers)s::text[], %(job_ops)s::int[])
+FROM unnest(%(ids)b::text[], %(job_ids)b::text[], %(tenants)b::text[], %(queues)b::text[],
+            %(tasks)b::text[], %(args)b::text[], %(keys)b::text[], %(priorities)b::int[],
+            %(max_attempts)b::int[], %(timeouts_s)b::float8[], %(delays_s)b::float8[],
+            %(headers)b::text[], %(job_ops)b::int[])
      WITH ORDINALITY AS o(id, job_id, tenant, queue, task, args, key, priority, max_attempts,
                           timeout_s, delay_s, headers, job_ops, ord)
 ORDER BY o.ord;
