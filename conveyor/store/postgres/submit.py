@@ -18,6 +18,7 @@ from ...model import NewJob, Submitted, new_id, with_stored_jobs
 from .. import rows
 from .core import SQL, Conn, fetch, notify, rows_of
 
+
 def _returning_rows(name: str) -> str:
     """The insert ``name`` giving its whole rows back, for a caller that wants its jobs
     as stored. The others do not pay for rows they would not read (decoding them costs
