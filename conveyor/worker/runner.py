@@ -103,6 +103,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[Outcome, Claim]] = []
         self._outcomes_ready = asyncio.Event()
+        self._received_all = False  # set once stopping has ended every attempt
         self._flusher: asyncio.Task[None] | None = None
         self._rescuer = Rescuer(store, transport, config.rescue_interval_s,
                                 worker_timeout_s=config.worker_timeout_s)
@@ -167,6 +168,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            self._received_all = True
             self._outcomes_ready.set()
             self._stopping.set()
             if self._flusher is not None:
@@ -374,9 +376,14 @@ class Worker:
     # recording outcomes (batched) ------------------------------------------------------
     async def _flush_outcomes(self) -> None:
         """Write outcomes in batches: everything that finished while the last batch was
-        being written goes in the next one. Writes are retried until the store answers."""
+        being written goes in the next one. Writes are retried until the store answers.
+        Returns once the worker has stopped receiving and running work and nothing is left
+        to write (checked after every batch: the last wake-up may come during a write)."""
         while True:
-            await self._outcomes_ready.wait()
+            if not self._outcomes:
+                if self._received_all and not self._inflight:
+                    return
+                await self._outcomes_ready.wait()
             if (self.pool is not None and self.pool.saturated
                     and len(self._outcomes) < OUTCOME_LINGER_BATCH
                     and self.config.outcome_linger_s > 0
@@ -389,8 +396,6 @@ class Worker:
             batch, self._outcomes = self._outcomes, []
             if batch:
                 await self._write_outcomes(batch)
-            elif self._stopping.is_set() and not self._inflight:
-                return
 
     async def _write_outcomes(self, batch: list[tuple[Outcome, Claim]]) -> None:
         delay_s = 0.1
