@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..backpressure import DepthSource
@@ -15,6 +16,23 @@ from ..service import Service
 from . import dashboard, problems, submit
 from .middleware import RequestMetrics
 from .routes import router, v1
+
+
+class ConveyorAPI(FastAPI):
+    """FastAPI, with the submissions answered ahead of its middleware stack
+    (:class:`~conveyor.api.submit.SubmissionLane`), under the same request metrics."""
+
+    _lane: submit.SubmissionLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._lane is None:
+            metrics: Metrics = self.state.metrics
+
+            def measured(app: ASGIApp) -> ASGIApp:
+                return RequestMetrics(app, metrics=metrics)
+
+            self._lane = submit.SubmissionLane(self, super().__call__, measured)
+        await self._lane(scope, receive, send)
 
 
 def create_app(
@@ -29,7 +47,7 @@ def create_app(
     """Build the API over ``service``. ``readiness`` raises when a dependency is down
     (default: the store's ping). ``depth_sources`` add to the store's ready depth for
     backpressure (a transport with its own backlog, e.g. consumer lag, passes one)."""
-    app = FastAPI(
+    app = ConveyorAPI(
         title="Conveyor",
         version=__version__,
         description="Submit jobs, follow them, replay dead letters. Errors are "

@@ -1,22 +1,27 @@
 """The submission routes, ``POST /v1/jobs`` and ``POST /v1/jobs/batch``: the API's hot path.
 
-They are served by plain Starlette routes that :func:`conveyor.api.app.create_app` puts
-ahead of the FastAPI ones. FastAPI's dependency solving and route matching cost about as
-much CPU as the submission itself (measured over ASGI on the memory store: 270-300 µs per
-request through FastAPI, 160-175 µs through these routes). The FastAPI declarations in
-:mod:`conveyor.api.routes` stay: they document both routes in the OpenAPI schema and run
-the same functions, so both paths answer alike (authentication, rate limits, problem+json
-errors through the app's handlers, metrics by route template).
+A ``POST`` to either path is answered by :class:`SubmissionLane` before the app's
+middleware stack: only the request metrics and the app's own exception handlers wrap it.
+FastAPI's dependency solving and route matching cost about as much CPU as the submission
+itself (measured over ASGI on the memory store: 270-300 µs per request through FastAPI,
+160-175 µs through plain routes), and its middleware layers (server errors, exception
+middleware, exit stacks, routing) another fifth of the API's main thread in B2. The
+FastAPI declarations in :mod:`conveyor.api.routes` stay: they document both routes in the
+OpenAPI schema and run the same functions, so every path answers alike (authentication,
+rate limits, problem+json errors through the app's handlers, metrics by route template).
+The plain routes (:func:`routes`) stay in the router too, for what the lane leaves to it:
+other methods (405 with ``Allow``) and apps mounted under a root path.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ValidationError
 from ..model import Job
@@ -88,7 +93,49 @@ class _Route(Route):
         return match, child_scope
 
 
+_ROUTES = {"/v1/jobs": _submit_job_endpoint, "/v1/jobs/batch": _submit_batch_endpoint}
+
+
 def routes() -> list[BaseRoute]:
     """The plain routes, to be matched before FastAPI's."""
-    return [_Route("/v1/jobs", _submit_job_endpoint, methods=["POST"]),
-            _Route("/v1/jobs/batch", _submit_batch_endpoint, methods=["POST"])]
+    return [_Route(path, endpoint, methods=["POST"]) for path, endpoint in _ROUTES.items()]
+
+
+class SubmissionLane:
+    """ASGI: ``POST /v1/jobs`` and ``POST /v1/jobs/batch`` straight to their endpoints
+    (under ``metrics``, a middleware factory such as request metrics); everything else to
+    ``app``'s own stack. An exception is answered by the handler ``app`` registered for
+    its nearest class, as its exception middleware would (the ``Exception`` handler, for
+    unexpected ones, logs them)."""
+
+    def __init__(self, app: FastAPI, stack: ASGIApp,
+                 metrics: Callable[[ASGIApp], ASGIApp]) -> None:
+        self.app = app
+        self.stack = stack
+        self._routes = {route.path: route for route in routes() if isinstance(route, _Route)}
+        self._serve = metrics(self._endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = (self._routes.get(scope["path"]) if scope["type"] == "http"
+                 and scope["method"] == "POST" and not scope.get("root_path") else None)
+        if route is None:
+            await self.stack(scope, receive, send)
+            return
+        scope["app"] = self.app
+        scope["route"] = route  # the metrics label, as the router would set it
+        await self._serve(scope, receive, send)
+
+    async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await _ROUTES[scope["route"].path](request)
+        except Exception as exc:
+            response = await self._handler(exc)(request, exc)
+        await response(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]]:
+        handlers = self.app.exception_handlers
+        for cls in type(exc).__mro__:
+            if cls in handlers:
+                return handlers[cls]  # type: ignore[return-value]
+        raise exc  # no handler, not even for Exception: the server's own 500
