@@ -42,13 +42,14 @@ from ...model import (
     TaskInfo,
     WorkerInfo,
     new_id,
-    with_stored_jobs,
 )
 from .. import rows
 from ..sqlfile import load_blocks, migrations
 
 T = TypeVar("T")
 _SQL = load_blocks(__name__ + ".sql", "queries.sql")
+_INSERT_JOB_RETURNING = _SQL["insert_job"].removesuffix(";") + "\nRETURNING *;"
+_INSERT_OPERATION_RETURNING = _SQL["insert_operation"].removesuffix(";") + "\nRETURNING *;"
 _KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
 _MIGRATIONS = migrations(__name__ + ".sql")
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
@@ -252,14 +253,21 @@ class SQLiteStore:
     def _insert_returning(
         self, conn: sqlite3.Connection, jobs: Sequence[NewJob]
     ) -> list[Submitted]:
-        """:meth:`_insert_all`, then the created jobs read back in the same transaction."""
-        answers = self._insert_all(conn, jobs)
-        created = [a.job_id for a in answers if a.created]
-        if not created:
-            return answers
-        found = conn.execute(_SQL["select_jobs"], {"ids": _dumps(created), "tenant": None})
-        return with_stored_jobs(
-            answers, {job.id: job for job in self._with_operations(conn, found.fetchall())})
+        """:meth:`_insert_all`, with each created job as stored: from the rows its inserts
+        return (``RETURNING``), not read again. One statement per row: for the one-job
+        submissions that want their jobs, fewer statements than a multi-row insert and
+        two reads (about a fifth of the writer thread's time in B2)."""
+        now = self._clock()
+        answers: list[Submitted] = []
+        for job in jobs:
+            row = conn.execute(_INSERT_JOB_RETURNING, self._job_row(job, now)).fetchone()
+            if row is None:  # not created: its idempotency key (or id) exists
+                answers.append(self._existing(conn, job))
+                continue
+            op_rows = [conn.execute(_INSERT_OPERATION_RETURNING, values).fetchone()
+                       for values in self._operation_rows(job, now)]
+            answers.append(Submitted(job.id, created=True, job=rows.jobs([row], op_rows)[0]))
+        return answers
 
     def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
         now = self._clock()
@@ -301,16 +309,22 @@ class SQLiteStore:
     def _insert_one(self, conn: sqlite3.Connection, job: NewJob, now: float) -> Submitted:
         cur = conn.execute(_SQL["insert_job"], self._job_row(job, now))
         if cur.rowcount == 0:
-            row = conn.execute(
-                _SQL["find_idempotent"],
-                {"tenant": job.tenant, "idempotency_key": job.idempotency_key},
-            ).fetchone()
-            if row is None:  # a primary-key clash: ids are random, so this is a bug upstream
-                raise sqlite3.IntegrityError(f"job id {job.id} already exists")
-            same = row["request_hash"] == job.request_hash
-            return Submitted(row["id"], created=False, conflict=not same)
+            return self._existing(conn, job)
         conn.executemany(_SQL["insert_operation"], self._operation_rows(job, now))
         return Submitted(job.id, created=True)
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, job: NewJob) -> Submitted:
+        """The answer for ``job`` when its insert created nothing: the job that holds its
+        idempotency key (a conflict when the bodies differ)."""
+        row = conn.execute(
+            _SQL["find_idempotent"],
+            {"tenant": job.tenant, "idempotency_key": job.idempotency_key},
+        ).fetchone()
+        if row is None:  # a primary-key clash: ids are random, so this is a bug upstream
+            raise sqlite3.IntegrityError(f"job id {job.id} already exists")
+        same = row["request_hash"] == job.request_hash
+        return Submitted(row["id"], created=False, conflict=not same)
 
     # reads -----------------------------------------------------------------------------
     @staticmethod
