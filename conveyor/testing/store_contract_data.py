@@ -24,6 +24,7 @@ from ..model import (
 from ..store.base import Store
 from .contract_support import (
     LONG_LEASE_S,
+    SHORT_LEASE_S,
     TIME_TOLERANCE_S,
     claim_all,
     get_job,
@@ -32,6 +33,7 @@ from .contract_support import (
     op,
     operation,
     operations,
+    rescue_until,
 )
 
 TOL = TIME_TOLERANCE_S
@@ -492,6 +494,54 @@ class StoreDataCases:
         assert s2.oldest_ready_age_s is None
         assert (s2.finished_last_1m, s2.finished_last_5m, s2.failed_last_5m) == (0, 0, 0)
         assert await store.stats(tenant="nobody") == []
+
+    async def test_stats_counts_follow_every_change_of_state(self, store: Store) -> None:
+        """The counts agree with the operations themselves after every kind of change
+        (outcomes of each kind, cancels of waiting and of running operations, expired
+        leases, replays), for every tenant and for each one: a store that keeps running
+        totals must keep them in step on every path."""
+        ends = job("t.ok", "t.bad", "t.again", "t.waits", queue="ends")
+        other = job("t.ok", queue="ends", tenant="other")
+        waiting, retried, released, stopped = (job("t.c", queue="cancel") for _ in range(4))
+        spent = job(op("t.l", max_attempts=1), queue="lease")
+        spare = job(op("t.l", max_attempts=3), queue="lease")
+        await insert(store, ends, other, waiting, retried, released, stopped, spent, spare)
+        boom = ErrorInfo("Boom", "x")
+
+        ok, bad, again = await store.claim(["ends"], "w1", 3, LONG_LEASE_S)
+        [theirs] = [c for c in await store.claim(["ends"], "w2", 2, LONG_LEASE_S)
+                    if c.job_id == other.id]
+        assert await store.complete_many([
+            Outcome.succeeded(ok, 1), Outcome.dead(bad, boom),
+            Outcome.retry(again, boom, 3600.0), Outcome.succeeded(theirs, 2),
+        ]) == [True] * 4
+        running = {c.job_id: c for c in await store.claim(["cancel"], "w1", 4, LONG_LEASE_S)}
+        assert len(running) == 4
+        await store.release([Lease(running[waiting.id].op_id,
+                                   running[waiting.id].lease_token)])  # waiting again
+        await store.cancel_jobs([waiting.id, retried.id, released.id, stopped.id])
+        assert await store.complete_many([
+            Outcome.retry(running[retried.id], boom, 1.0),  # ends cancelled: it was asked
+            Outcome.cancelled(running[stopped.id]),
+        ]) == [True, True]
+        await store.release([Lease(running[released.id].op_id,
+                                   running[released.id].lease_token)])
+        expiring = await store.claim(["lease"], "w1", 2, SHORT_LEASE_S)
+        assert len(expiring) == 2
+        await rescue_until(store, [c.op_id for c in expiring])
+        assert len(await store.replay(OpFilter(queue="ends"))) == 1
+        [replayed] = await store.claim(["ends"], "w1", 1, LONG_LEASE_S)
+        assert await store.complete_many([Outcome.succeeded(replayed, 3)]) == [True]
+
+        for tenant in (None, "default", "other", "nobody"):
+            truth: dict[str, dict[str, int]] = {}
+            for o in await store.list_operations(OpFilter(tenant=tenant, limit=1000)):
+                truth.setdefault(o.queue, {s.value: 0 for s in OpStatus})[o.status.value] += 1
+            counted = {s.queue: s.counts for s in await store.stats(tenant=tenant)}
+            assert counted == truth, tenant
+        every = {s.queue: s.counts for s in await store.stats()}
+        assert every["cancel"]["cancelled"] == 4 and every["lease"]["dead"] == 1
+        assert every["ends"]["succeeded"] == 3 and every["ends"]["retrying"] == 1
 
     async def test_ready_depths_count_queued_per_queue_up_to_cap(self, store: Store) -> None:
         """``queued`` operations per queue, all tenants, at most ``cap`` each; a queue
