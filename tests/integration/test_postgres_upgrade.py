@@ -1,4 +1,4 @@
-"""Upgrading a PostgreSQL database from schema version 4 to 5 (lean indexes).
+"""Upgrading a PostgreSQL database from schema version 4 to the latest (lean indexes in 5).
 
 Version 5 replaces the outbox's update trigger (to test its condition without a function
 call): a Kafka-tier database keeps it enabled, a store-tier one keeps it disabled. Rows
@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from conveyor.model import JobStatus, Outcome
-from conveyor.store.postgres import PostgresStore
+from conveyor.store.postgres import SCHEMA_VERSION, PostgresStore
 from conveyor.store.postgres.core import MIGRATIONS
 from conveyor.store.postgres.outbox import OUTBOX_SQL
 from conveyor.testing.contract_support import get_job, insert, job, op
@@ -48,7 +48,7 @@ async def test_upgrade_keeps_the_outbox_trigger_state(pg_url: str, outbox: bool)
     _at_version_4(pg_url, outbox=outbox)
     store = PostgresStore(pg_url)
     try:
-        assert await store.migrate() == 5
+        assert await store.migrate() == SCHEMA_VERSION
         await store.open()
     finally:
         await store.close()

@@ -141,11 +141,15 @@ class LeaseMixin(PgCore):
         return await self._tx(rescue)
 
     async def expire_workers(self, timeout_s: float) -> list[str]:
+        """Also folds the running totals of closed connections (006_op_totals.sql): this
+        runs every rescue interval in every worker."""
+
         async def expire(conn: Conn) -> list[str]:
             gone = [str(r["id"]) for r in await fetch(conn, "expire_workers",
                                                       {"timeout_s": timeout_s})]
             if gone:
                 await conn.execute(SQL["expire_leases_of_workers"], {"ids": gone})
+            await conn.execute(SQL["fold_op_totals"])
             return sorted(gone)
 
         return await self._tx(expire)

@@ -67,6 +67,22 @@ def _dumps(value: Any) -> str:
     return _encode(value)
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one (a trigger's body holds semicolons too), to
+    run inside the caller's transaction, which ``executescript`` would commit first."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                out.append(pending)
+            pending = ""
+    if pending.strip():
+        out.append(pending)
+    return out
+
+
 class SQLiteStore:
     """The :class:`~conveyor.store.base.Store` port on a SQLite file."""
 
@@ -225,9 +241,8 @@ class SQLiteStore:
                 )
             for version, sql in _MIGRATIONS:
                 if version > current:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    for statement in _statements(sql):
+                        conn.execute(statement)
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             return SCHEMA_VERSION

@@ -235,12 +235,14 @@ RETURNING o.id, o.lease_token, o.cancel_requested;
 -- subquery per entry), then updates them by seq. Joined directly, the planner may
 -- scan the table for "running" rows it believes are almost none (statistics taken
 -- while nothing ran) and, for each, scan the whole batch: 30-80 ms for 256 outcomes.
+-- The outcomes that end operations are added to the running totals.
 WITH v AS MATERIALIZED (
     SELECT found.seq, v.*
     FROM unnest(%(op_ids)b::text[], %(tokens)b::bigint[], %(kinds)b::text[],
                 %(results)b::text[], %(errors)b::text[], %(retry_in_s)b::float8[])
          AS v(op_id, lease_token, kind, result, error, retry_in_s)
-    CROSS JOIN LATERAL (SELECT seq FROM operations WHERE id = v.op_id OFFSET 0) AS found)
+    CROSS JOIN LATERAL (SELECT seq FROM operations WHERE id = v.op_id OFFSET 0) AS found),
+done AS (
 UPDATE operations o
 SET status = CASE WHEN v.kind <> 'retry' THEN v.kind
                   WHEN o.cancel_requested THEN 'cancelled' ELSE 'retrying' END,
@@ -254,27 +256,46 @@ SET status = CASE WHEN v.kind <> 'retry' THEN v.kind
 FROM v
 WHERE o.seq = v.seq AND o.lease_token = v.lease_token
   AND (o.status = 'running') IS TRUE  -- see mark_jobs_running
-RETURNING o.id, v.lease_token, o.job_id, o.queue, o.key, v.kind, o.status, o.job_ops;
+RETURNING o.id, v.lease_token, o.job_id, o.queue, o.key, v.kind, o.status, o.job_ops,
+          o.tenant),
+counted AS (  -- the running totals of ended operations (006_op_totals.sql)
+    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
+    WHERE status IN ('succeeded', 'dead', 'cancelled')
+    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+SELECT id, lease_token, job_id, queue, key, kind, status, job_ops FROM done;
 
 -- name: release
--- Give a lease back without counting the attempt (a cancelled one ends cancelled).
+-- Give a lease back without counting the attempt (a cancelled one ends cancelled, and
+-- is added to the running totals).
+WITH done AS (
 UPDATE operations
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     finished_at = CASE WHEN cancel_requested THEN now() END,
     attempts = attempts - 1, run_at = now(), worker_id = NULL, lease_expires_at = NULL
 WHERE id = %(op_id)s AND lease_token = %(lease_token)s
   AND (status = 'running') IS TRUE  -- see mark_jobs_running
-RETURNING job_id, queue;
+RETURNING job_id, queue, status, tenant),
+counted AS (  -- the running totals of ended operations (006_op_totals.sql)
+    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
+    WHERE status = 'cancelled'
+    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+SELECT job_id, queue FROM done;
 
 -- name: rescue_expired
 -- Leases that expired: run again, or dead once attempts are spent (cancelled if asked).
 -- SKIP LOCKED: concurrent rescuers (and outcomes being recorded) never wait on each other.
+-- The ones that end are added to the running totals.
 WITH expired AS MATERIALIZED (
     SELECT seq FROM operations
     WHERE status = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
+    FOR UPDATE SKIP LOCKED),
+done AS (
 UPDATE operations o
 SET status = CASE WHEN o.cancel_requested THEN 'cancelled'
                   WHEN o.attempts >= o.max_attempts THEN 'dead'
@@ -289,18 +310,36 @@ SET status = CASE WHEN o.cancel_requested THEN 'cancelled'
     run_at = now(), worker_id = NULL, lease_expires_at = NULL
 FROM expired
 WHERE o.seq = expired.seq AND o.status = 'running' AND o.lease_expires_at < now()
-RETURNING o.id, o.job_id, o.queue;
+RETURNING o.id, o.job_id, o.queue, o.status, o.tenant),
+counted AS (  -- the running totals of ended operations (006_op_totals.sql)
+    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
+    WHERE status IN ('dead', 'cancelled')
+    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+SELECT id, job_id, queue FROM done;
 
 -- name: cancel_waiting
+-- Added to the running totals of ended operations.
+WITH done AS (
 UPDATE operations SET status = 'cancelled', finished_at = now()
 WHERE job_id = ANY(%(ids)s::text[]) AND status IN ('scheduled', 'queued', 'retrying')
-RETURNING queue;
+RETURNING queue, status, tenant),
+counted AS (  -- the running totals of ended operations (006_op_totals.sql)
+    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
+    WHERE true
+    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+SELECT queue FROM done;
 
 -- name: cancel_running
 UPDATE operations SET cancel_requested = true
 WHERE job_id = ANY(%(ids)s::text[]) AND (status = 'running') IS TRUE;  -- see mark_jobs_running
 
 -- name: replay
+-- Taken off the running totals of ended operations.
+WITH done AS (
 UPDATE operations
 SET status = 'queued', attempts = 0, run_at = now(), result = NULL, error = NULL,
     started_at = NULL, finished_at = NULL, worker_id = NULL, cancel_requested = false
@@ -310,7 +349,14 @@ WHERE status = 'dead'
   AND (%(task)s::text IS NULL OR task = %(task)s::text)
   AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s::text)
   AND (%(ids)s::text[] IS NULL OR id = ANY(%(ids)s::text[]))
-RETURNING id, job_id, queue;
+RETURNING id, job_id, queue, 'dead' AS status, tenant),
+counted AS (  -- the running totals of ended operations (006_op_totals.sql)
+    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+    SELECT tenant, queue, status, pg_backend_pid(), -count(*) FROM done
+    WHERE true
+    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+SELECT id, job_id, queue FROM done;
 
 -- name: ready_depths
 -- Queued operations per queue, each counted up to %(cap)s. The queues are found by
@@ -333,9 +379,35 @@ SELECT queue, (SELECT count(*) FROM (
 FROM queues WHERE queue IS NOT NULL;
 
 -- name: stats_counts
+-- Waiting and running operations counted from their rows, through the partial indexes
+-- that hold them (as many as the backlog); the ended ones from their running totals
+-- (006_op_totals.sql), not from every row ever stored.
 SELECT queue, status, count(*) AS n FROM operations
+WHERE status IN ('scheduled', 'queued', 'retrying')
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY queue, status
+UNION ALL
+SELECT queue, status, count(*) FROM operations
+WHERE status = 'running' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY queue, status
+UNION ALL
+SELECT queue, status, sum(n) FROM op_totals
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
-GROUP BY queue, status;
+GROUP BY queue, status
+HAVING sum(n) <> 0;
+
+-- name: fold_op_totals
+-- The running totals of connections that closed, folded into shard 0 (each connection
+-- adds to its own rows: 006_op_totals.sql). Concurrent folds take turns on the rows.
+WITH gone AS (
+    DELETE FROM op_totals t
+    WHERE shard <> 0
+      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = t.shard)
+    RETURNING tenant, queue, status, n)
+INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+SELECT tenant, queue, status, 0, sum(n) FROM gone
+GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n;
 
 -- name: stats_oldest_ready
 SELECT queue, extract(epoch FROM now() - min(run_at))::double precision AS age_s

@@ -196,9 +196,17 @@ SELECT queue, (SELECT count(*) FROM (
 FROM queues WHERE queue IS NOT NULL;
 
 -- name: stats_counts
+-- Waiting and running operations counted from their rows (as many as the backlog), the
+-- ended ones from their running totals (004_op_totals.sql), not from every row ever.
 SELECT queue, status, COUNT(*) AS n FROM operations
+WHERE status IN ('scheduled', 'queued', 'retrying', 'running')
+  AND (:tenant IS NULL OR tenant = :tenant)
+GROUP BY queue, status
+UNION ALL
+SELECT queue, status, SUM(n) FROM op_totals
 WHERE (:tenant IS NULL OR tenant = :tenant)
-GROUP BY queue, status;
+GROUP BY queue, status
+HAVING SUM(n) > 0;
 
 -- name: stats_oldest_ready
 SELECT queue, MIN(run_at) AS oldest FROM operations

@@ -1,0 +1,119 @@
+"""Running totals of ended operations (SQLite schema 4, PostgreSQL schema 6), which the
+state counts of ``stats`` read instead of every row: an upgraded database counts what
+ended before the upgrade, and PostgreSQL folds the totals of closed connections into one
+row without changing them. Real SQLite files and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import psycopg
+
+from conveyor.model import ErrorInfo, OpFilter, OpStatus, Outcome
+from conveyor.store.base import Store
+from conveyor.store.postgres import PostgresStore
+from conveyor.store.sqlite import SCHEMA_VERSION as SQLITE_VERSION
+from conveyor.store.sqlite import SQLiteStore
+from conveyor.testing.contract_support import LONG_LEASE_S, insert, job
+from tests.support.pg_fixtures import pg_database, pg_url
+
+__all__ = ["pg_database", "pg_url"]
+
+
+async def _end_some(store: Store, queue: str = "q") -> None:
+    """Four operations of two tenants end: three succeeded, one dead."""
+    await insert(store, job("t.a", "t.b", "t.c", queue=queue),
+                 job("t.a", queue=queue, tenant="other"))
+    claims = await store.claim([queue], "w1", 4, LONG_LEASE_S)
+    assert len(claims) == 4
+    outcomes = [Outcome.dead(claims[0], ErrorInfo("Boom", "x")),
+                *(Outcome.succeeded(c, None) for c in claims[1:])]
+    assert await store.complete_many(outcomes) == [True] * 4
+
+
+async def _counts_agree(store: Store) -> dict[str, dict[str, int]]:
+    """The stats counts, checked against the operations themselves, for each tenant."""
+    for tenant in (None, "default", "other"):
+        truth: dict[str, dict[str, int]] = {}
+        for o in await store.list_operations(OpFilter(tenant=tenant, limit=1000)):
+            truth.setdefault(o.queue, {s.value: 0 for s in OpStatus})[o.status.value] += 1
+        assert {s.queue: s.counts for s in await store.stats(tenant=tenant)} == truth
+    return {s.queue: s.counts for s in await store.stats()}
+
+
+async def test_sqlite_upgrade_counts_what_ended_before(tmp_path: Path) -> None:
+    path = tmp_path / "upgrade.db"
+    store = SQLiteStore(path)
+    await store.migrate()
+    await store.open()
+    await _end_some(store)
+    await store.close()
+    with sqlite3.connect(path) as conn:  # back to version 3: no totals, no triggers
+        conn.executescript("DROP TRIGGER operations_ended; DROP TRIGGER operations_reopened;"
+                           "DROP TABLE op_totals; UPDATE schema_version SET version = 3;")
+    store = SQLiteStore(path)
+    try:
+        assert await store.migrate() == SQLITE_VERSION
+        await store.open()
+        counts = await _counts_agree(store)
+        assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (3, 1)
+        await _end_some(store)  # and what ends after it
+        counts = await _counts_agree(store)
+        assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (6, 2)
+    finally:
+        await store.close()
+
+
+def _shards(url: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return sorted({int(r[0]) for r in conn.execute("SELECT shard FROM op_totals")})
+
+
+async def test_postgres_upgrade_counts_what_ended_before(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.migrate()
+    await store.open()
+    await _end_some(store)
+    await store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 5
+        conn.execute("DROP TABLE op_totals")
+        conn.execute("UPDATE schema_version SET version = 5")
+    store = PostgresStore(pg_url)
+    try:
+        assert await store.migrate() == 6
+        await store.open()
+        counts = await _counts_agree(store)
+        assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (3, 1)
+        assert _shards(pg_url) == [0]  # the upgrade's count
+        await _end_some(store)
+        counts = await _counts_agree(store)
+        assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (6, 2)
+    finally:
+        await store.close()
+
+
+async def test_postgres_folds_the_totals_of_closed_connections(pg_url: str) -> None:
+    first = PostgresStore(pg_url)
+    await first.migrate()
+    await first.open()
+    await _end_some(first, "a")
+    await _end_some(first, "b")
+    written_by = _shards(pg_url)
+    assert written_by and 0 not in written_by  # each connection writes its own rows
+    before = await _counts_agree(first)
+    await first.close()
+
+    second = PostgresStore(pg_url)
+    await second.open()
+    try:
+        for _ in range(100):  # until the closed connections' backends have exited
+            await second.expire_workers(60.0)
+            if _shards(pg_url) == [0]:
+                break
+            await asyncio.sleep(0.05)
+        assert _shards(pg_url) == [0]
+        assert await _counts_agree(second) == before
+    finally:
+        await second.close()
