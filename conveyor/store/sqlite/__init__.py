@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +48,7 @@ from .. import rows
 from ..sqlfile import load_blocks, migrations
 
 T = TypeVar("T")
+_ENDED = frozenset(s.value for s in OpStatus if s.terminal)
 _SQL = load_blocks(__name__ + ".sql", "queries.sql")
 _INSERT_JOB_RETURNING = _SQL["insert_job"].removesuffix(";") + "\nRETURNING *;"
 _INSERT_OPERATION_RETURNING = _SQL["insert_operation"].removesuffix(";") + "\nRETURNING *;"
@@ -427,7 +429,7 @@ class SQLiteStore:
                 )
             ]
             params = {"ids": _dumps(found), "now": self._clock()}
-            conn.execute(_SQL["cancel_waiting"], params)
+            self._count_ended(conn, conn.execute(_SQL["cancel_waiting"], params).fetchall())
             conn.execute(_SQL["cancel_running"], params)
             conn.execute(_SQL["refresh_job_status"], params)
             return found
@@ -439,10 +441,24 @@ class SQLiteStore:
             found = conn.execute(
                 _SQL["replay"], {**self._op_params(flt), "now": self._clock()}
             ).fetchall()
+            self._count_ended(conn, found, -1)
             self._refresh_jobs(conn, {r["job_id"] for r in found})
             return [r["id"] for r in found]
 
         return await self._write(replay)
+
+    @staticmethod
+    def _count_ended(conn: sqlite3.Connection, changed: Sequence[sqlite3.Row],
+                     sign: int = 1) -> None:
+        """Add the operations of ``changed`` (rows with tenant, queue and status) that are
+        ended to the running totals (``sign=-1``: take them off). Every statement that
+        ends operations or brings them back calls this in its transaction."""
+        ended = Counter((r["tenant"], r["queue"], r["status"]) for r in changed
+                        if r["status"] in _ENDED)
+        if ended:
+            conn.executemany(_SQL["add_op_totals"], [
+                {"tenant": tenant, "queue": queue, "status": status, "n": sign * n}
+                for (tenant, queue, status), n in ended.items()])
 
     @staticmethod
     def _refresh_jobs(conn: sqlite3.Connection, job_ids: set[str]) -> None:
@@ -509,6 +525,7 @@ class SQLiteStore:
             found = conn.execute(
                 _SQL["complete_many"], {"batch": batch, "now": self._clock()}
             ).fetchall()
+            self._count_ended(conn, found)
             self._refresh_jobs(conn, {r[1] for r in found})
             done = {r[0] for r in found}
             accepted: list[bool] = []
@@ -523,14 +540,15 @@ class SQLiteStore:
         def release(conn: sqlite3.Connection) -> int:
             now = self._clock()
             released = [
-                row["job_id"]
+                row
                 for lease in leases
                 if (row := conn.execute(
                     _SQL["release"],
                     {"op_id": lease.op_id, "lease_token": lease.lease_token, "now": now},
                 ).fetchone()) is not None
             ]
-            self._refresh_jobs(conn, set(released))
+            self._count_ended(conn, released)
+            self._refresh_jobs(conn, {r["job_id"] for r in released})
             return len(released)
 
         return await self._write(release)
@@ -540,6 +558,7 @@ class SQLiteStore:
             found = conn.execute(
                 _SQL["rescue_expired"], {"now": self._clock(), "limit": limit}
             ).fetchall()
+            self._count_ended(conn, found)
             self._refresh_jobs(conn, {r["job_id"] for r in found})
             return [r["id"] for r in found]
 

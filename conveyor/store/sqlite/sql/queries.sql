@@ -125,7 +125,7 @@ FROM (SELECT value ->> 0 AS op_id, value ->> 1 AS lease_token, value ->> 2 AS ki
              value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS retry_in_s
       FROM json_each(:batch)) AS b
 WHERE o.id = b.op_id AND +o.lease_token = b.lease_token AND +o.status = 'running'
-RETURNING id, job_id;
+RETURNING id, job_id, tenant, queue, status;
 
 -- name: release
 -- Give a lease back without counting the attempt (a cancelled one ends cancelled).
@@ -134,7 +134,7 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
     finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
     attempts = attempts - 1, run_at = :now, worker_id = NULL, lease_expires_at = NULL
 WHERE id = :op_id AND lease_token = :lease_token AND status = 'running'
-RETURNING job_id;
+RETURNING job_id, tenant, queue, status;
 
 -- name: rescue_expired
 -- Leases that expired: run again, or dead once attempts are spent (cancelled if asked).
@@ -152,12 +152,13 @@ SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
 WHERE seq IN (SELECT seq FROM operations
               WHERE status = 'running' AND lease_expires_at < :now
               LIMIT :limit)
-RETURNING id, job_id;
+RETURNING id, job_id, tenant, queue, status;
 
 -- name: cancel_waiting
 UPDATE operations SET status = 'cancelled', finished_at = :now
 WHERE job_id IN (SELECT value FROM json_each(:ids))
-  AND status IN ('scheduled', 'queued', 'retrying');
+  AND status IN ('scheduled', 'queued', 'retrying')
+RETURNING tenant, queue, status;
 
 -- name: cancel_running
 UPDATE operations SET cancel_requested = 1
@@ -173,7 +174,7 @@ WHERE status = 'dead'
   AND (:task IS NULL OR task = :task)
   AND (:job_id IS NULL OR job_id = :job_id)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
-RETURNING id, job_id;
+RETURNING id, job_id, tenant, queue, 'dead' AS status;
 
 -- name: ready_depths
 -- Queued operations per queue, each counted up to :cap. The queues are found by skipping
@@ -194,6 +195,11 @@ SELECT queue, (SELECT count(*) FROM (
                     AND o.status = 'queued'
                   LIMIT :cap)) AS depth
 FROM queues WHERE queue IS NOT NULL;
+
+-- name: add_op_totals
+-- Running totals of ended operations (004_op_totals.sql): :n ended, or left (negative).
+INSERT INTO op_totals (tenant, queue, status, n) VALUES (:tenant, :queue, :status, :n)
+ON CONFLICT (tenant, queue, status) DO UPDATE SET n = n + excluded.n;
 
 -- name: stats_counts
 -- Waiting and running operations counted from their rows (as many as the backlog), the
