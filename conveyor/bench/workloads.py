@@ -162,6 +162,26 @@ def _done(counts: Counter[str]) -> int:
     return sum(counts[s] for s in TERMINAL)
 
 
+SETTLE_POLL_S = 0.5
+
+
+async def settle(bench: Bench, pool: HttpPool, deadline: Deadline, label: str) -> None:
+    """Until no operation waits or runs: a workload whose submissions outrun the workers
+    (B2b, B2) leaves them idle for the next one, whose latencies would otherwise include
+    draining its backlog (B3 after B2b on PostgreSQL: seconds instead of milliseconds).
+    Not measured."""
+    phase = bench.reporter.phase(label, None)
+    try:
+        while True:
+            counts = await _retrying(lambda: queue_counts(pool), deadline, label)
+            if not any(n for state, n in counts.items() if state not in TERMINAL):
+                return
+            deadline.check(label)
+            await asyncio.sleep(SETTLE_POLL_S)
+    finally:
+        phase.done()
+
+
 async def _retrying(call: Callable[[], Awaitable[Any]], deadline: Deadline, what: str) -> Any:
     """Retry a control call through connection errors (a server restarting)."""
     while True:
@@ -253,8 +273,9 @@ async def wait_finished(bench: Bench, pool: HttpPool, last_id: str | None, targe
                         ) -> tuple[float, Counter[str]]:
     """Until the store counts ``target_done`` finished operations; returns the wall time it
     was observed and the final counts. Polls the last submitted job (cheap) every
-    ``poll_s``; the queue counts are a GROUP BY over every operation, work for the system
-    measured (30-200 ms at 100k operations), so they are asked every ``COUNTS_EVERY_S``
+    ``poll_s``; the queue counts read the backlog and every operation finished in the last
+    five minutes, work for the system measured (~60 ms at 100k operations), so they are
+    asked every ``COUNTS_EVERY_S``
     for the progress bar, and every ``COUNTS_AFTER_LAST_S`` once that job has finished
     (a partitioned log does not finish operations in submission order)."""
     phase = bench.reporter.phase(label, target_done - baseline)
@@ -440,6 +461,7 @@ async def b2(bench: Bench) -> dict[str, Any]:
         result = await closed_loop(bench, pool, pool.encode("POST", "/v1/jobs", body),
                                    o.b2_connections, o.b2_duration_s, o.b2_warmup_s,
                                    o.b2_requests, deadline, "B2 closed loop")
+        await settle(bench, pool, deadline, "B2: workers finishing")
     finally:
         await pool.close()
         await asyncio.to_thread(bench.target.stop)
@@ -461,6 +483,7 @@ async def b2b(bench: Bench) -> dict[str, Any]:
         ids = await submit_batches(bench, pool, NOOP, o.b2b_ops, o.b2b_batch,
                                    o.b2b_connections, deadline, "B2b batch ingest", latencies)
         ended = time.time()
+        await settle(bench, pool, deadline, "B2b: workers finishing")
     finally:
         await pool.close()
         await asyncio.to_thread(bench.target.stop)

@@ -1,4 +1,4 @@
-"""How a drain waits for its end: the queue counts (a GROUP BY over every operation, work
+"""How a drain waits for its end: the queue counts (a read of the backlog and of recent ends, work
 for the system measured) are asked sparingly; the last job, which is cheap, often."""
 
 from __future__ import annotations
@@ -64,3 +64,34 @@ def test_counts_are_asked_sparingly(monkeypatch: pytest.MonkeyPatch, last_done_s
     calls = asyncio.run(run())
     assert calls["job"] >= 5  # the cheap request carries the waiting
     assert 2 <= calls["stats"] <= most_counts, calls
+
+
+class _Backlog:
+    """A queue whose workers finish ``per_poll`` operations between two count requests."""
+
+    def __init__(self, waiting: int, per_poll: int) -> None:
+        self.waiting = waiting
+        self.per_poll = per_poll
+        self.asked = 0
+
+    async def request(self, method: str, path: str) -> tuple[int, Any]:
+        assert (method, path) == ("GET", "/v1/stats")
+        self.asked += 1
+        running = min(self.waiting, self.per_poll)
+        counts = {"queued": self.waiting - running, "running": running, "succeeded": 5}
+        self.waiting -= running
+        return 200, {"queues": [{"counts": counts}]}
+
+
+def test_settle_waits_until_nothing_waits_or_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a workload leaves behind (B2b's ingest outruns the workers) is finished before
+    the next workload measures anything; an idle queue costs one count request."""
+    monkeypatch.setattr(workloads, "SETTLE_POLL_S", 0.001)
+    bench = Bench(target=None, sampler=None, options=Options(),  # type: ignore[arg-type]
+                  reporter=NullReporter())
+    backlog = _Backlog(waiting=10, per_poll=3)
+    asyncio.run(workloads.settle(bench, backlog, Deadline(10), "settle"))  # type: ignore[arg-type]
+    assert (backlog.waiting, backlog.asked) == (0, 5)  # 10, 7, 4, 1 left, then none
+    idle = _Backlog(waiting=0, per_poll=3)
+    asyncio.run(workloads.settle(bench, idle, Deadline(10), "settle"))  # type: ignore[arg-type]
+    assert idle.asked == 1
