@@ -128,7 +128,7 @@ class SubmissionLane:
     async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            response = await _ROUTES[scope["route"].path](request)
+            response = await scope["route"].endpoint(request)
         except Exception as exc:
             response = await self._handler(exc)(request, exc)
         await response(scope, receive, send)

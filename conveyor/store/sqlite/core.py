@@ -1,0 +1,197 @@
+"""The SQLite store's plumbing: connections, the writer thread and its group commit.
+
+Concurrency inside a process: all writes run on one thread with one connection, reads on
+another. Writes that arrive while a transaction is running are merged into the next one
+(group commit: submissions, claims, outcomes and heartbeats alike), each in its own
+savepoint so one failing call does not undo the others; every caller learns its answer
+only after that transaction committed. Under load this turns many fsyncs into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ...errors import StoreUnavailable
+from ...model import OpStatus
+from ..sqlfile import load_blocks
+
+T = TypeVar("T")
+ENDED = frozenset(s.value for s in OpStatus if s.terminal)
+SQL = load_blocks(__package__ + ".sql", "queries.sql")
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""One encoder for every call: ``json.dumps`` with options builds a new one each time."""
+
+
+def dumps(value: Any) -> str:
+    if value is None:  # most results and errors
+        return "null"
+    if not value and type(value) is dict:  # most metadata, headers and args
+        return "{}"
+    return _encode(value)
+
+
+def statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one, split where SQLite says a statement ends
+    (not at every semicolon: comments, strings and trigger bodies hold them too), to run
+    inside the caller's transaction, which ``executescript`` would commit first."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                out.append(pending)
+            pending = ""
+    if pending.strip():
+        out.append(pending)
+    return out
+
+
+class SQLiteCore:
+    """Connections and transactions of :class:`~conveyor.store.sqlite.SQLiteStore`, and
+    the SQL helpers its parts share."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous.upper()
+        self._clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-w")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-r")
+        self._local = threading.local()
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
+
+    # connections -----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+        return conn
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in the next group transaction; return once committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, args, future))
+        if not self._flushing:
+            self._flushing = True
+            self._flush_task = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    answers = await self._run(self._writer, self._group, batch)
+                except BaseException as exc:  # the commit failed: every caller learns it
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), (ok, value) in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    elif isinstance(value, sqlite3.OperationalError):
+                        future.set_exception(StoreUnavailable(f"SQLite at {self.path}: {value}"))
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushing = False
+
+    def _group(
+        self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        """One transaction for the whole batch, one savepoint per call."""
+        if len(batch) == 1:
+            fn, args, _ = batch[0]
+            try:
+                return [(True, self._transaction(fn, *args))]
+            except Exception as exc:  # handed to the caller
+                return [(False, exc)]
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        answers: list[tuple[bool, Any]] = []
+        try:
+            for fn, args, _ in batch:
+                conn.execute("SAVEPOINT call")
+                try:
+                    answers.append((True, fn(conn, *args)))
+                except Exception as exc:  # handed to its caller only
+                    conn.execute("ROLLBACK TO call")
+                    answers.append((False, exc))
+                conn.execute("RELEASE call")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return answers
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._reader, lambda: fn(self._conn(), *args))
+
+    def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    @staticmethod
+    def _count_ended(conn: sqlite3.Connection, changed: Sequence[sqlite3.Row],
+                     sign: int = 1) -> None:
+        """Add the operations of ``changed`` (rows with tenant, queue and status) that are
+        ended to the running totals (``sign=-1``: take them off). Every statement that
+        ends operations or brings them back calls this in its transaction."""
+        ended = Counter((r["tenant"], r["queue"], r["status"]) for r in changed
+                        if r["status"] in ENDED)
+        if ended:
+            conn.executemany(SQL["add_op_totals"], [
+                {"tenant": tenant, "queue": queue, "status": status, "n": sign * n}
+                for (tenant, queue, status), n in ended.items()])
+
+    @staticmethod
+    def _refresh_jobs(conn: sqlite3.Connection, job_ids: set[str]) -> None:
+        if job_ids:
+            conn.execute(SQL["refresh_job_status"], {"ids": dumps(sorted(job_ids))})
+
