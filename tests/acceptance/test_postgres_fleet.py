@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.fleet import (
@@ -75,6 +76,8 @@ def test_fleet_of_two_apis_and_three_workers_survives_a_killed_worker(tmp_path: 
         wait_finished(url, OPS, 120)
         elapsed_s = time.monotonic() - started
         ops = query(url, OPS_SQL)
+        # The running totals behind /v1/stats count each outcome once, kill or not.
+        stats = httpx.get(f"{apis[1].url}/v1/stats", timeout=10).json()["queues"]
     finally:
         stop_all(procs)
         drop_database(url)
@@ -83,6 +86,9 @@ def test_fleet_of_two_apis_and_three_workers_survives_a_killed_worker(tmp_path: 
     # at-least-once execution, exactly one recorded outcome.
     check_outcomes(ops, acknowledged, record_log, OPS // KEYS)
     assert len({r["key"] for r in ops}) == KEYS
+    assert [(q["queue"], q["counts"]) for q in stats] == [
+        ("default", {"scheduled": 0, "queued": 0, "running": 0, "retrying": 0,
+                     "succeeded": OPS, "dead": 0, "cancelled": 0})]
     # An operation ran more than once only when an earlier attempt's lease was lost
     # (the killed worker's).
     rerun = {r["id"] for r in ops if r["attempts"] > 1}

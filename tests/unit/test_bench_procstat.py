@@ -69,17 +69,21 @@ def test_listener_looks_the_pid_up_once_while_the_process_lives(
     assert calls == [5432, 5432]
 
 
-def _wait(event: object) -> None:
+def _wait(started: object, event: object) -> None:
+    started.set()  # type: ignore[attr-defined]
     event.wait(30)  # type: ignore[attr-defined]
 
 
 def test_pool_children_finds_spawned_processes_and_their_scheduler_counters() -> None:
     ctx = multiprocessing.get_context("spawn")
-    done = ctx.Event()
-    child = ctx.Process(target=_wait, args=(done,), daemon=True)
+    started, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_wait, args=(started, done), daemon=True)
     child.start()
     try:
         assert child.pid is not None
+        # Once it ran some code: a child not scheduled yet has no CPU time (a busy
+        # machine can leave a process that was just started waiting for a core).
+        assert started.wait(30)
         found = pool_children([os.getpid()])
         assert child.pid in found
         counters = read_schedstat(child.pid)
