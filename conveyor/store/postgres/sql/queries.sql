@@ -328,7 +328,6 @@ RETURNING queue, status, tenant),
 counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
     SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
-    WHERE true
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
     ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
 SELECT queue FROM done;
@@ -353,7 +352,6 @@ RETURNING id, job_id, queue, 'dead' AS status, tenant),
 counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
     SELECT tenant, queue, status, pg_backend_pid(), -count(*) FROM done
-    WHERE true
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
     ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
 SELECT id, job_id, queue FROM done;
