@@ -274,8 +274,9 @@ def test_loopback_serve_is_open_but_checks_keys_that_are_sent(tmp_path: Path) ->
 def test_listening_beyond_loopback_requires_keys(tmp_path: Path) -> None:
     proc = serve(tmp_path, "--host", "0.0.0.0", env={"CONVEYOR_RATE_LIMIT_PER_S": "0"})
     try:
-        log = proc.log_path.read_text()
-        assert "API keys required" in log and "open access" not in log
+        # Ready can answer a moment before the start-up banner is written.
+        wait_until(lambda: "API keys required" in proc.log_path.read_text(), timeout_s=10)
+        assert "open access" not in proc.log_path.read_text()
         body = assert_problem(httpx.get(f"{proc.url}/v1/jobs"), 401)
         assert "API key is required" in body["detail"]
         assert_problem(httpx.post(f"{proc.url}/v1/jobs", json={"task": "sys.noop"}), 401)
