@@ -30,11 +30,12 @@ from ..store.base import Store
 from ..tasks import Context
 from ..wiring import make_store
 from ..worker.pool import ProcessPool
+from .context import NOOP, Deadline, Options, Reporter
 from .http import HttpPool
 from .procstat import Sampler
 from .stats import rate
 from .tiers import Proc, free_port, wait_ready
-from .workloads import NOOP, Deadline, Options, Reporter, closed_loop
+from .workloads import closed_loop
 
 CEILINGS = ("asgi", "api-memory", "store", "pool")
 STAGE_S = 2.0

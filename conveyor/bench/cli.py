@@ -29,12 +29,13 @@ from rich.progress import (
 )
 
 from .ceilings import CEILINGS, run_ceilings
+from .context import Bench, BenchTimeout, Options, Phase
 from .http import LoadError, loopback_target
 from .memory import EXTRA_WORKLOADS
 from .procstat import Sampler
 from .report import ceilings_table, new_report, results_table
 from .tiers import EmbeddedTier, ExternalTarget, KafkaTier, PostgresTier, Target, TierError
-from .workloads import WORKLOADS, Bench, BenchTimeout, Options, Phase
+from .workloads import WORKLOADS
 
 SELECTABLE = {**WORKLOADS, **EXTRA_WORKLOADS}
 

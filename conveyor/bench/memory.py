@@ -17,19 +17,11 @@ import json
 import time
 from typing import Any
 
+from .context import NOOP, TERMINAL, TRANSIENT, Bench, Deadline, cpu_report
+from .control import done_count, queue_counts
 from .http import HttpPool, LoadError
 from .procstat import read_proc, sample_group
 from .stats import rate
-from .workloads import (
-    NOOP,
-    TERMINAL,
-    TRANSIENT,
-    Bench,
-    Deadline,
-    _done,
-    cpu_report,
-    queue_counts,
-)
 
 MIB = 2**20
 
@@ -85,7 +77,7 @@ async def b5(bench: Bench) -> dict[str, Any]:
     done = 0
     phase = bench.reporter.phase("B5 memory", n)
     try:
-        baseline = _done(await queue_counts(pool))
+        baseline = done_count(await queue_counts(pool))
         body = json.dumps({"jobs": [NOOP] * o.load_batch}, separators=(",", ":")).encode()
         raw = pool.encode("POST", "/v1/jobs/batch", body)
         started = time.time()
@@ -115,7 +107,7 @@ async def b5(bench: Bench) -> dict[str, Any]:
             while True:
                 deadline.check("B5 memory: drain")
                 try:
-                    done = _done(await queue_counts(pool)) - baseline
+                    done = done_count(await queue_counts(pool)) - baseline
                 except TRANSIENT:
                     await asyncio.sleep(0.1)
                     continue

@@ -14,296 +14,23 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from .http import HttpPool, LoadError, job_id_of
-from .procstat import MACHINE, Sampler
+from .context import NOOP, TERMINAL, TRANSIENT, Bench, Deadline, cpu_report, progress_ticker
+from .control import (
+    done_count,
+    fetch_operations,
+    queue_counts,
+    settle,
+    submit_batches,
+    wait_finished,
+)
+from .http import HttpPool, job_id_of
 from .stats import rate, summarize_ms
-from .tiers import Target
 
-TERMINAL = ("succeeded", "dead", "cancelled")
-NOOP: dict[str, Any] = {"task": "sys.noop", "args": {}}
 B3_WARMUP_JOBS = 20
 """Jobs B3 runs to completion before its measured arrivals begin."""
-TRANSIENT = (OSError, ConnectionError, TimeoutError, LoadError)
-
-
-class BenchTimeout(Exception):
-    """A workload did not finish before its deadline."""
-
-
-class Phase(Protocol):
-    def update(self, completed: float, total: float | None = None) -> None: ...
-
-    def done(self) -> None: ...
-
-
-class Reporter(Protocol):
-    def phase(self, description: str, total: float | None) -> Phase: ...
-
-    def note(self, message: str) -> None: ...
-
-
-class _NullPhase:
-    def update(self, completed: float, total: float | None = None) -> None:
-        return None
-
-    def done(self) -> None:
-        return None
-
-
-class NullReporter:
-    def phase(self, description: str, total: float | None) -> Phase:
-        return _NullPhase()
-
-    def note(self, message: str) -> None:
-        return None
-
-
-@dataclass
-class Options:
-    """Sizes and bounds of every workload (the CLI's flags)."""
-
-    b1_ops: int = 50_000
-    load_batch: int = 1000
-    load_connections: int = 2
-    b2_connections: int = 64
-    b2_duration_s: float = 10.0
-    b2_warmup_s: float = 1.0
-    b2_requests: int = 0
-    """Stop after this many measured requests (0: run for ``b2_duration_s``)."""
-    b2b_ops: int = 100_000
-    b2b_batch: int = 1000
-    b2b_connections: int = 2
-    b3_rate_per_s: float = 200.0
-    b3_duration_s: float = 10.0
-    b3_connections: int = 256
-    b3_sample: int = 5000
-    b4_ops: int = 1000
-    b4_ms: float = 10.0
-    mem_ops: int = 1_000_000
-    """B5: operations streamed through the workers while their RSS is sampled."""
-    mem_backlog: int = 20_000
-    """B5: submitted but unfinished operations are kept below this."""
-    mem_poll_s: float = 1.0
-    mem_warmup_fraction: float = 0.1
-    mem_flat_pct: float = 10.0
-    deadline_s: float = 300.0
-    """Every workload gives up (and says so) after this long."""
-    poll_s: float = 0.25
-    """How often a drain asks whether it has finished. Drains are timed from the
-    operations' own timestamps, so this bounds only ``wall_s``; every poll is work for the
-    system measured (on the Kafka tier a queue count also asks the broker for lag)."""
-
-
-@dataclass
-class Bench:
-    target: Target
-    sampler: Sampler
-    options: Options
-    reporter: Reporter
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.at - time.monotonic()
-
-    def check(self, what: str) -> None:
-        if self.left() <= 0:
-            raise BenchTimeout(f"{what}: not finished within {self.seconds:g} s")
-
-
-async def _ticker(phase: Phase, read: Callable[[], float], interval_s: float = 0.25) -> None:
-    while True:
-        phase.update(read())
-        await asyncio.sleep(interval_s)
-
-
-def cpu_report(sampler: Sampler, start: float, end: float, ops: int) -> dict[str, Any]:
-    """CPU seconds per process group in ``[start, end]``, per operation and in cores."""
-    window = max(end - start, 1e-9)
-    out: dict[str, Any] = {}
-    used = sampler.cpu_window(start, end)
-    machine = used.pop(MACHINE, None)
-    for name, cpu_s in used.items():
-        out[name] = {
-            "cpu_s": round(cpu_s, 3),
-            "cores": round(cpu_s / window, 2),
-            "us_per_op": round(cpu_s / ops * 1e6, 1) if ops else None,
-        }
-    if machine is not None:
-        # Everything else the machine did meanwhile (other users' processes): a benchmark
-        # on a busy machine says so instead of passing its noise off as a result.
-        others = max(0.0, machine - sum(used.values()))
-        out["others"] = {"cpu_s": round(others, 3), "cores": round(others / window, 2),
-                         "us_per_op": None}
-    return out
-
-
-# --- control-plane calls ---------------------------------------------------------------
-
-async def queue_counts(pool: HttpPool) -> Counter[str]:
-    status, body = await pool.request("GET", "/v1/stats")
-    if status != 200 or not isinstance(body, dict):
-        raise LoadError(f"GET /v1/stats answered {status}")
-    total: Counter[str] = Counter()
-    for q in body.get("queues", []):
-        total.update({k: int(v) for k, v in q.get("counts", {}).items()})
-    return total
-
-
-def _done(counts: Counter[str]) -> int:
-    return sum(counts[s] for s in TERMINAL)
-
-
-SETTLE_POLL_S = 0.5
-
-
-async def settle(bench: Bench, pool: HttpPool, deadline: Deadline, label: str) -> None:
-    """Until no operation waits or runs: a workload whose submissions outrun the workers
-    (B2b, B2) leaves them idle for the next one, whose latencies would otherwise include
-    draining its backlog (B3 after B2b on PostgreSQL: seconds instead of milliseconds).
-    Not measured."""
-    phase = bench.reporter.phase(label, None)
-    try:
-        while True:
-            counts = await _retrying(lambda: queue_counts(pool), deadline, label)
-            if not any(n for state, n in counts.items() if state not in TERMINAL):
-                return
-            deadline.check(label)
-            await asyncio.sleep(SETTLE_POLL_S)
-    finally:
-        phase.done()
-
-
-async def _retrying(call: Callable[[], Awaitable[Any]], deadline: Deadline, what: str) -> Any:
-    """Retry a control call through connection errors (a server restarting)."""
-    while True:
-        try:
-            return await call()
-        except TRANSIENT:
-            deadline.check(what)
-            await asyncio.sleep(0.1)
-
-
-async def fetch_operations(pool: HttpPool, ids: Sequence[str], deadline: Deadline,
-                           concurrency: int = 16) -> list[dict[str, Any]]:
-    """The first operation of each job (GET /v1/jobs/{id}), in the order of ``ids``."""
-    out: list[dict[str, Any] | None] = [None] * len(ids)
-    cursor = 0
-
-    async def worker() -> None:
-        nonlocal cursor
-        while cursor < len(ids) and deadline.left() > 0:
-            i = cursor
-            cursor += 1
-            raw = pool.encode("GET", f"/v1/jobs/{ids[i]}")
-            status, body = await _retrying(lambda raw=raw: pool.send(raw), deadline,  # type: ignore[misc]
-                                           "reading jobs")
-            if status == 200:
-                ops = json.loads(body).get("operations") or [{}]
-                out[i] = ops[0]
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, len(ids))))))
-    return [o for o in out if o is not None]
-
-
-async def submit_batches(bench: Bench, pool: HttpPool, op: dict[str, Any], n: int,
-                         batch: int, connections: int, deadline: Deadline, label: str,
-                         latencies: list[float] | None = None) -> list[str]:
-    """Submit ``n`` one-operation jobs through ``POST /v1/jobs/batch``, ``connections``
-    batches in flight; 429/503 answers are retried after a pause. Returns the job ids in
-    submission order."""
-    batches = [min(batch, n - start) for start in range(0, n, batch)]
-    bodies: dict[int, bytes] = {}
-    for size in set(batches):
-        body = json.dumps({"jobs": [op] * size}, separators=(",", ":")).encode()
-        bodies[size] = pool.encode("POST", "/v1/jobs/batch", body)
-    ids: list[list[str]] = [[] for _ in batches]
-    submitted = 0
-    cursor = 0
-    phase = bench.reporter.phase(label, n)
-
-    async def worker() -> None:
-        nonlocal cursor, submitted
-        while cursor < len(batches):
-            i = cursor
-            cursor += 1
-            while True:
-                deadline.check(label)
-                started = time.perf_counter()
-                try:
-                    status, body = await pool.send(bodies[batches[i]])
-                except TRANSIENT:
-                    await asyncio.sleep(0.1)
-                    continue
-                if status == 202:
-                    if latencies is not None:
-                        latencies.append(time.perf_counter() - started)
-                    ids[i] = json.loads(body)["ids"]
-                    submitted += len(ids[i])
-                    break
-                if status in (429, 503):
-                    await asyncio.sleep(0.05)
-                    continue
-                raise LoadError(f"POST /v1/jobs/batch answered {status}: {body[:300]!r}")
-
-    ticker = asyncio.create_task(_ticker(phase, lambda: submitted))
-    try:
-        await asyncio.gather(*(worker() for _ in range(max(1, connections))))
-    finally:
-        ticker.cancel()
-        phase.update(submitted)
-        phase.done()
-    return [i for chunk in ids for i in chunk]
-
-
-COUNTS_EVERY_S = 5.0
-COUNTS_AFTER_LAST_S = 1.0
-
-
-async def wait_finished(bench: Bench, pool: HttpPool, last_id: str | None, target_done: int,
-                        baseline: int, deadline: Deadline, label: str
-                        ) -> tuple[float, Counter[str]]:
-    """Until the store counts ``target_done`` finished operations; returns the wall time it
-    was observed and the final counts. Polls the last submitted job (cheap) every
-    ``poll_s``; the queue counts read the backlog and every operation finished in the last
-    five minutes, work for the system measured (~60 ms at 100k operations), so they are
-    asked every ``COUNTS_EVERY_S``
-    for the progress bar, and every ``COUNTS_AFTER_LAST_S`` once that job has finished
-    (a partitioned log does not finish operations in submission order)."""
-    phase = bench.reporter.phase(label, target_done - baseline)
-    get_last = pool.encode("GET", f"/v1/jobs/{last_id}") if last_id else None
-    last_done = get_last is None
-    next_counts = 0.0
-    try:
-        while True:
-            deadline.check(label)
-            try:
-                if not last_done and get_last is not None:
-                    status, body = await pool.send(get_last)
-                    if status == 200 and json.loads(body).get("status") in (
-                            "succeeded", "failed", "cancelled"):
-                        last_done = True
-                        next_counts = 0.0  # count at once, then at the pace below
-                now = time.monotonic()
-                if now >= next_counts:
-                    counts = await queue_counts(pool)
-                    phase.update(_done(counts) - baseline)
-                    if _done(counts) >= target_done:
-                        return time.time(), counts
-                    next_counts = now + (COUNTS_AFTER_LAST_S if last_done else COUNTS_EVERY_S)
-            except TRANSIENT:
-                pass
-            await asyncio.sleep(bench.options.poll_s)
-    finally:
-        phase.done()
 
 
 # --- B1 and B4: drain -----------------------------------------------------------------
@@ -328,7 +55,7 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
     pool = HttpPool(target.url, connections=max(o.load_connections, 16), timeout_s=60)
     try:
         before = await queue_counts(pool)
-        baseline = _done(before)
+        baseline = done_count(before)
         load_started = time.time()
         ids = await submit_batches(bench, pool, op, n, o.load_batch, o.load_connections,
                                    deadline, f"{title}: load")
@@ -429,7 +156,7 @@ async def closed_loop(bench: Bench, pool: HttpPool, raw: bytes, connections: int
                 if 200 <= status < 300:
                     latencies.append(done - sent)
 
-    ticker = asyncio.create_task(_ticker(
+    ticker = asyncio.create_task(progress_ticker(
         phase, (lambda: counted) if max_requests else (lambda: time.perf_counter() - started)))
     wall_start = time.time() + (measure_from - time.perf_counter())
     try:
@@ -527,7 +254,7 @@ async def open_loop(bench: Bench, pool: HttpPool, raw: bytes, rate_per_s: float,
             latencies[i] = time.perf_counter() - scheduled
             ids[i] = job_id_of(body)
 
-    ticker = asyncio.create_task(_ticker(phase, lambda: sent))
+    ticker = asyncio.create_task(progress_ticker(phase, lambda: sent))
     begin = time.perf_counter() + 0.05
     wall_start = time.time() + 0.05
     interval = 1.0 / rate_per_s
@@ -572,8 +299,8 @@ async def warm_up(bench: Bench, pool: HttpPool, raw: bytes, n: int, deadline: De
         status, body = await pool.send(raw)
         if 200 <= status < 300:
             ids.append(job_id_of(body))
-    await wait_finished(bench, pool, ids[-1] if ids else None, _done(before) + len(ids),
-                        _done(before), deadline, "B3: warm-up")
+    await wait_finished(bench, pool, ids[-1] if ids else None, done_count(before) + len(ids),
+                        done_count(before), deadline, "B3: warm-up")
 
 
 async def b3(bench: Bench) -> dict[str, Any]:
@@ -590,8 +317,8 @@ async def b3(bench: Bench) -> dict[str, Any]:
                                  o.b3_rate_per_s, o.b3_duration_s, deadline, "B3 open loop")
         ids: list[str] = result.pop("ids")
         start, end = result.pop("window")
-        await wait_finished(bench, pool, ids[-1] if ids else None, _done(before) + len(ids),
-                            _done(before), deadline, "B3: finishing")
+        await wait_finished(bench, pool, ids[-1] if ids else None, done_count(before) + len(ids),
+                            done_count(before), deadline, "B3: finishing")
         step = max(1, len(ids) // max(1, o.b3_sample))
         sample = ids[::step]
         ops = await fetch_operations(pool, sample, deadline, concurrency=32)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from conveyor.bench import workloads
-from conveyor.bench.workloads import Bench, Deadline, NullReporter, Options, wait_finished
+from conveyor.bench import control
+from conveyor.bench.context import Bench, Deadline, NullReporter, Options
+from conveyor.bench.control import wait_finished
 
 
 class _Server:
@@ -49,8 +50,8 @@ class _Server:
 ])
 def test_counts_are_asked_sparingly(monkeypatch: pytest.MonkeyPatch, last_done_s: float,
                                     all_done_s: float, most_counts: int) -> None:
-    monkeypatch.setattr(workloads, "COUNTS_EVERY_S", 10.0)
-    monkeypatch.setattr(workloads, "COUNTS_AFTER_LAST_S", 0.1)
+    monkeypatch.setattr(control, "COUNTS_EVERY_S", 10.0)
+    monkeypatch.setattr(control, "COUNTS_AFTER_LAST_S", 0.1)
 
     async def run() -> Counter[str]:
         server = _Server(last_done_s, all_done_s, total=100)
@@ -86,12 +87,12 @@ class _Backlog:
 def test_settle_waits_until_nothing_waits_or_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a workload leaves behind (B2b's ingest outruns the workers) is finished before
     the next workload measures anything; an idle queue costs one count request."""
-    monkeypatch.setattr(workloads, "SETTLE_POLL_S", 0.001)
+    monkeypatch.setattr(control, "SETTLE_POLL_S", 0.001)
     bench = Bench(target=None, sampler=None, options=Options(),  # type: ignore[arg-type]
                   reporter=NullReporter())
     backlog = _Backlog(waiting=10, per_poll=3)
-    asyncio.run(workloads.settle(bench, backlog, Deadline(10), "settle"))  # type: ignore[arg-type]
+    asyncio.run(control.settle(bench, backlog, Deadline(10), "settle"))  # type: ignore[arg-type]
     assert (backlog.waiting, backlog.asked) == (0, 5)  # 10, 7, 4, 1 left, then none
     idle = _Backlog(waiting=0, per_poll=3)
-    asyncio.run(workloads.settle(bench, idle, Deadline(10), "settle"))  # type: ignore[arg-type]
+    asyncio.run(control.settle(bench, idle, Deadline(10), "settle"))  # type: ignore[arg-type]
     assert idle.asked == 1
