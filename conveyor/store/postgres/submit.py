@@ -123,8 +123,7 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = Fa
         return await _insert_keyed(conn, jobs, return_jobs)
     async with conn.cursor(row_factory=dict_row) as jobs_cur, \
             conn.cursor(row_factory=dict_row) as ops_cur:
-        await jobs_cur.execute(INSERT_JOBS_RETURNING if return_jobs else SQL["insert_jobs"],
-                               job_params(jobs))
+        await _send_jobs(jobs_cur, jobs, return_jobs)
         await _send_operations(conn, ops_cur, jobs, return_jobs)
         created = {str(r["id"]): r for r in await rows_of(jobs_cur)}
         out, written = answers(jobs, set(created), [])  # raises on a clash
@@ -136,9 +135,8 @@ async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
     """Jobs with idempotency keys: which ones are new decides which operations to write,
     so the jobs' insert is read first."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(INSERT_JOBS_RETURNING if return_jobs else SQL["insert_jobs"],
-                          job_params(jobs))
-        created = {str(r["id"]): r for r in await cur.fetchall()}
+        await _send_jobs(cur, jobs, return_jobs)
+        created = {str(r["id"]): r for r in await rows_of(cur)}
     keyed = idempotent_params(jobs)
     existing = await fetch(conn, "find_idempotent", keyed) if keyed["tenants"] else []
     out, written = answers(jobs, set(created), existing)
@@ -147,6 +145,14 @@ async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
     async with conn.cursor(row_factory=dict_row) as cur:
         await _send_operations(conn, cur, written, return_jobs)
         return await _with_jobs(out, created, written, cur) if return_jobs else out
+
+
+async def _send_jobs(cur: AsyncCursor[DictRow], jobs: Sequence[NewJob],
+                     return_jobs: bool) -> None:
+    """The jobs' insert on ``cur``: their whole rows returned when ``return_jobs``, else
+    the ids of the created ones."""
+    await cur.execute(INSERT_JOBS_RETURNING if return_jobs else SQL["insert_jobs"],
+                      job_params(jobs))
 
 
 async def _send_operations(conn: Conn, cur: AsyncCursor[DictRow], written: Sequence[NewJob],
