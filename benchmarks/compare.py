@@ -73,6 +73,17 @@ def dig(data: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+MIN_RATE_PER_S = 100.0
+"""The slowest drain a run waits for (per workload) before it reports a timeout."""
+
+
+def deadline_s(ops: int) -> float:
+    """Seconds one workload may take: 300, or more for a B1 of ``ops`` operations drained
+    at ``MIN_RATE_PER_S`` (Celery drains 100,000 operations at ~330-590/s on 2 cores, so a
+    fixed 300 s cut its B1 short on a slow day)."""
+    return max(300.0, ops / MIN_RATE_PER_S)
+
+
 def run_conveyor(args: argparse.Namespace, system: str, out: Path, ceilings: bool) -> int:
     tier = TIERS[system]
     workloads = "b1,b2,b2b,b3,b4" if tier == "embedded" else "b1,b3,b4"
@@ -226,11 +237,14 @@ def main() -> None:
     parser.add_argument("--cpu-ops", type=int, default=1000, help="B4 operations")
     parser.add_argument("--duration", type=float, default=10.0, help="B2 seconds")
     parser.add_argument("--batch-ops", type=int, default=100_000, help="B2b operations")
-    parser.add_argument("--deadline", type=float, default=300.0)
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds one workload may take (default: deadline_s(--ops))")
     parser.add_argument("--no-ceilings", action="store_true")
     parser.add_argument("--out-dir", type=Path,
                         default=REPO / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S"))
     args = parser.parse_args()
+    if args.deadline is None:
+        args.deadline = deadline_s(args.ops)
     if args.systems is None:
         tiers = ["conveyor"] + (["conveyor-postgres"] if args.postgres else []) + \
             (["conveyor-kafka"] if args.postgres and args.kafka else [])

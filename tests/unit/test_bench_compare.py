@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.compare import summarize
+from benchmarks.compare import deadline_s, summarize
 from benchmarks.report import markdown
 
 
@@ -33,3 +33,8 @@ def test_tiers_are_compared_with_celery_and_the_fastest_peer() -> None:
 
     text = markdown(summary, None)
     assert "| conveyor-postgres | 3,000 | 5.0x | 0.6x (pgqueuer) |" in text
+
+
+def test_the_deadline_leaves_room_for_a_slow_drain_of_every_operation() -> None:
+    assert deadline_s(20_000) == 300.0
+    assert deadline_s(100_000) == 1000.0  # 100 ops/s at the slowest
