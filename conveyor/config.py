@@ -56,7 +56,9 @@ class Config:
     kafka_session_timeout_s: float = 10.0
     """A killed worker's partitions move to the others after at most this long."""
     kafka_max_buffered: int = 5000
-    """Messages a worker holds per queue before it pauses fetching (resumes at half)."""
+    """Messages a worker holds per queue before it stops taking more from its Kafka client,
+    which prefetches at most this many per partition; at twice this (a worker stuck for
+    minutes) it pauses fetching until the count is below it again."""
     kafka_park_s: float = 0.5
     """An operation held back by an earlier open operation of its key re-enters Kafka
     after this long (so a backoff never blocks its partition)."""

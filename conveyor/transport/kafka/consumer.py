@@ -2,9 +2,18 @@
 buffered, in the order they may start.
 
 The thread polls all the time (also while every task is busy or slow), so the worker is
-never kicked out of the group for not polling; when the buffer is full it pauses its
-partitions instead of stopping to poll. It also commits offsets: per partition, the
-lowest offset whose outcome is not yet durable (see :mod:`.offsets`).
+never kicked out of the group for not polling and serves rebalances at once. It also
+commits offsets: per partition, the lowest offset whose outcome is not yet durable (see
+:mod:`.offsets`).
+
+Flow control: the client prefetches at most ``max_buffer`` messages per partition (its
+own queue, refilled within :data:`FETCH_BACKOFF_MS` once it has room). While this
+buffer holds ``max_buffer`` messages the thread takes one message per :data:`POLL_S` at
+most (its poll), and as soon as the worker takes some it goes on: the next messages are
+already in the client, so a drain never waits for a fetch. Only a buffer that still grows
+past twice ``max_buffer`` (a worker stuck for minutes) pauses its partitions; pausing
+drops the client's prefetch, and a resumed fetch started up to a second late, which is
+why it is not the normal brake.
 
 Order: messages of one key stay in partition order: one of them is handed out at a time,
 the next only once the previous one finished (its outcome recorded, or found stale).
@@ -39,6 +48,9 @@ BATCH = 500
 POLL_S = 0.1
 """How long one loop waits for a first message (and so how often an idle consumer
 commits and applies flow control)."""
+FETCH_BACKOFF_MS = 50
+"""How soon the client fetches again for a partition whose prefetch queue was full (the
+client's default, a second, stalled drains that had emptied it meanwhile)."""
 COMMIT_INTERVAL_S = 0.25
 """Offsets are committed (synchronously) at most this often. Each commit is a write to
 the broker's offsets log: every 50 ms it cost the broker ~0.03 cores while a worker
@@ -77,6 +89,8 @@ class QueueConsumer:
         self._taken: set[Entry] = set()
         self._buffered = 0
         self._paused = False
+        self._room = threading.Event()
+        """Set when the worker takes messages from a full buffer."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -101,12 +115,7 @@ class QueueConsumer:
         try:
             while not self._stop.is_set():
                 try:
-                    # Wait for one message only, then take what is already fetched: a
-                    # batch call waits its whole timeout unless the batch fills, which
-                    # at low rates added ~100 ms to every operation's start.
-                    messages = consumer.consume(1, POLL_S)
-                    if messages:
-                        messages += consumer.consume(BATCH - 1, 0)
+                    messages = self._next_messages(consumer)
                 except Exception as exc:  # a closed or failed consumer: keep trying
                     log.warning("kafka consume failed: %s", exc)
                     time.sleep(0.5)
@@ -136,6 +145,22 @@ class QueueConsumer:
                 consumer.close()  # revokes (drains and commits) what is still assigned
             except Exception as exc:
                 log.warning("closing the kafka consumer of %s: %s", self.topic, exc)
+
+    def _next_messages(self, consumer: Any) -> list[Any]:
+        """Messages to buffer: what the client holds, up to the buffer's room; one at most
+        per :data:`POLL_S` while the buffer is full (the poll that keeps the membership)."""
+        self._room.clear()
+        with self._lock:
+            room = self._max_buffer - self._buffered
+        if room <= 0 and self._room.wait(POLL_S):
+            return []  # the worker took some: go on with room
+        # Wait for one message only, then take what is already fetched: a batch call
+        # waits its whole timeout unless the batch fills, which at low rates added
+        # ~100 ms to every operation's start.
+        messages: list[Any] = consumer.consume(1, POLL_S if room > 0 else 0)
+        if messages and room > 1:
+            messages += consumer.consume(min(BATCH, room) - 1, 0)
+        return messages
 
     def _buffer(self, messages: list[Any]) -> None:
         with self._lock:
@@ -167,10 +192,10 @@ class QueueConsumer:
         with self._lock:
             buffered = self._buffered
         try:
-            if not self._paused and buffered >= self._max_buffer:
+            if not self._paused and buffered >= 2 * self._max_buffer:
                 self._consumer.pause(self._consumer.assignment())
                 self._paused = True
-            elif self._paused and buffered < self._max_buffer // 2:
+            elif self._paused and buffered < self._max_buffer:
                 self._consumer.resume([KafkaTP(t, p) for t, p in self.assigned])
                 self._paused = False
         except Exception as exc:
@@ -263,6 +288,8 @@ class QueueConsumer:
                 self._taken.add(entry)
                 out.append(entry)
             self._buffered -= len(out)
+            if out and self._buffered < self._max_buffer:
+                self._room.set()
             return out
 
     def untake(self, entries: list[Entry]) -> None:
@@ -291,6 +318,17 @@ class QueueConsumer:
                         del self._held[key]
                 else:
                     self._busy.discard(key)
+
+    @property
+    def buffered(self) -> int:
+        """Messages held and not yet taken."""
+        with self._lock:
+            return self._buffered
+
+    @property
+    def paused(self) -> bool:
+        """Whether this consumer's partitions are paused (a buffer past twice its size)."""
+        return self._paused
 
     def has_ready(self) -> bool:
         with self._lock:

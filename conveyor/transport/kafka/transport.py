@@ -31,7 +31,7 @@ from ...errors import TransportError
 from ...model import Claim
 from ...store.base import OutboxStore
 from .client import KafkaClient
-from .consumer import Entry, QueueConsumer
+from .consumer import FETCH_BACKOFF_MS, Entry, QueueConsumer
 from .messages import group_id
 from .topics import TopicMismatch, Topics
 
@@ -49,7 +49,8 @@ class KafkaSettings:
     park_s: float = 0.5
     """Delay before an operation held back by its key is delivered again."""
     max_buffer: int = 5000
-    """Messages buffered per queue before its partitions are paused."""
+    """Messages buffered per queue (and prefetched per partition by the client) before
+    the consumer stops taking more; see :mod:`.consumer`."""
     drain_s: float = 10.0
     """How long a revoked partition's running operations get to finish."""
     replication_factor: int = -1
@@ -88,6 +89,8 @@ class KafkaSettings:
             "max.poll.interval.ms": int(self.max_poll_interval_s * 1000),
             "reconnect.backoff.max.ms": 1000,
             "fetch.wait.max.ms": 50,
+            "queued.min.messages": self.max_buffer,
+            "fetch.queue.backoff.ms": FETCH_BACKOFF_MS,
         })
 
 
@@ -232,6 +235,11 @@ class KafkaTransport:
         self._wakeup.set()
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(c.close() for c in consumers))
+
+    def flow(self) -> dict[str, tuple[int, bool]]:
+        """Per topic: messages buffered, and whether its partitions are paused (for tests
+        and diagnostics)."""
+        return {c.topic: (c.buffered, c.paused) for c in self._consumers}
 
     def assigned(self) -> list[tuple[str, int]]:
         """Partitions this process holds now (for tests and diagnostics)."""
