@@ -238,7 +238,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="B2 seconds")
     parser.add_argument("--batch-ops", type=int, default=100_000, help="B2b operations")
     parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds one workload may take (default: 300, or --ops / 100 if longer)")
+                        help="seconds one workload may take "
+                             "(default: 300, or --ops / 100 if longer)")
     parser.add_argument("--no-ceilings", action="store_true")
     parser.add_argument("--out-dir", type=Path,
                         default=REPO / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S"))
