@@ -42,7 +42,8 @@ def make_store(config: Config) -> Store:
             raise ConfigError(
                 f"the PostgreSQL store needs its extra: pip install 'conveyor[postgres]' ({exc})"
             ) from exc
-        return PostgresStore(url)  # type: ignore[no-any-return,unused-ignore]
+        return PostgresStore(  # type: ignore[no-any-return,unused-ignore]
+            url, pipeline=config.postgres_pipeline)
     raise ConfigError(
         f"unknown store URL {url!r}: use sqlite:///path, memory:// or postgresql://..."
     )

@@ -26,6 +26,21 @@ class TestPostgresOutbox(OutboxContract):
     pass
 
 
+class TestPipelinedPostgresOutbox(OutboxContract):
+    """The same promises with pipelined transactions (``postgres_pipeline``)."""
+
+    @pytest.fixture
+    async def store(self, pg_url: str) -> AsyncIterator[PostgresStore]:
+        store = PostgresStore(pg_url, pipeline=True)
+        await store.migrate()
+        await store.open()
+        await store.enable_outbox()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
 class TestPostgresWithOutboxIsStillAStore(StoreContract):
     """The triggers change nothing the store port promises."""
 

@@ -1,4 +1,5 @@
-"""The PostgreSQL store passes the store conformance suite (against a real server)."""
+"""The PostgreSQL store passes the store conformance suite (against a real server), with
+plain transactions (the default) and pipelined ones (``postgres_pipeline``)."""
 
 from __future__ import annotations
 
@@ -23,5 +24,26 @@ class TestPostgresStore(StoreContract):
     async def reopen(self, store: Store) -> Store:
         assert isinstance(store, PostgresStore)
         fresh = PostgresStore(store.url)
+        await fresh.open()
+        return fresh
+
+
+class TestPipelinedPostgresStore(StoreContract):
+    """Pipelined transactions (statements sent before earlier results are read) keep
+    every promise of the port."""
+
+    @pytest.fixture
+    async def store(self, pg_url: str) -> AsyncIterator[Store]:
+        store = PostgresStore(pg_url, pipeline=True)
+        await store.migrate()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def reopen(self, store: Store) -> Store:
+        assert isinstance(store, PostgresStore)
+        fresh = PostgresStore(store.url, pipeline=True)
         await fresh.open()
         return fresh

@@ -26,6 +26,17 @@ def test_environment_is_read_and_flags_win() -> None:
     assert (config.port, config.concurrency) == (9002, 7)
 
 
+def test_postgres_pipeline_reaches_the_store() -> None:
+    from conveyor.store.postgres import PostgresStore
+    from conveyor.wiring import make_store
+
+    url = {"store": "postgresql://u@127.0.0.1:1/db"}
+    plain = make_store(load_config(url, environ={}))
+    piped = make_store(load_config(url, environ={"CONVEYOR_POSTGRES_PIPELINE": "true"}))
+    assert isinstance(plain, PostgresStore) and isinstance(piped, PostgresStore)
+    assert (plain.pipeline, piped.pipeline) == (False, True)
+
+
 def test_bad_values_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         load_config(environ={"CONVEYOR_PORT": "eighty"})

@@ -27,8 +27,10 @@ class PgCore:
     errors into ``StoreUnavailable`` and retries deadlocks."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
-                 connect_timeout_s: float = 5.0, acquire_timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 5.0, acquire_timeout_s: float = 5.0,
+                 pipeline: bool = False) -> None:
         self.url = url
+        self._pipeline = pipeline
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
@@ -44,16 +46,22 @@ class PgCore:
             name="conveyor",
         )
 
-    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, pipeline: bool = True) -> T:
-        """``fn(conn)`` in one transaction, pipelined: statements whose results ``fn``
-        does not read are sent without waiting for the server (``BEGIN`` with the first
-        statement, the last ones with ``COMMIT``), so a transaction costs as many round
-        trips as it has results to read, plus one. An error surfaces when a later result
-        is read or at the end of the block, still inside the transaction.
-        ``pipeline=False`` for scripts of several statements (migrations)."""
+    @property
+    def pipeline(self) -> bool:
+        """Whether transactions are pipelined (``Config.postgres_pipeline``)."""
+        return self._pipeline
+
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, script: bool = False) -> T:
+        """``fn(conn)`` in one transaction. Pipelined when the store was built with
+        ``pipeline``: statements whose results ``fn`` does not read are sent without
+        waiting for the server (``BEGIN`` with the first statement, the last ones with
+        ``COMMIT``), so a transaction costs as many round trips as it has results to read,
+        plus one, and an error surfaces when a later result is read or at the end of the
+        block, still inside the transaction. ``script`` for scripts of several statements
+        (migrations), never pipelined."""
         async def attempt() -> T:
             async with self._pool.connection() as conn:
-                if not pipeline:
+                if script or not self._pipeline:
                     async with conn.transaction():
                         return await fn(conn)
                 async with conn.pipeline(), conn.transaction():

@@ -41,8 +41,9 @@ Call = tuple[Sequence[NewJob], bool, asyncio.Future[list[Submitted]]]
 
 class GroupCommit:
     def __init__(self, pool: AsyncConnectionPool[Conn], insert: Insert,
-                 max_groups: int = 2, max_jobs: int = 10_000) -> None:
+                 max_groups: int = 2, max_jobs: int = 10_000, pipeline: bool = False) -> None:
         self._pool = pool
+        self._pipeline = pipeline
         self._insert = insert
         self._max_groups = max_groups
         self._max_jobs = max_jobs
@@ -94,9 +95,13 @@ class GroupCommit:
             self._groups -= 1
 
     async def _commit(self, batch: list[Call]) -> list[tuple[bool, Any]]:
-        # Pipelined (see PgCore._tx): a group costs a round trip per result it reads.
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            return await self._inserted(conn, batch)
+        async with self._pool.connection() as conn:
+            if not self._pipeline:
+                async with conn.transaction():
+                    return await self._inserted(conn, batch)
+            # A group costs a round trip per result it reads (see PgCore._tx).
+            async with conn.pipeline(), conn.transaction():
+                return await self._inserted(conn, batch)
 
     async def _inserted(self, conn: Conn, batch: list[Call]) -> list[tuple[bool, Any]]:
         if len(batch) == 1:  # alone in its group: its error is the group's, no savepoint

@@ -48,15 +48,17 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
 
     ``url`` is a libpq URL (``postgresql://user:pass@host:port/db?options=...``).
     ``acquire_timeout_s`` bounds how long a call waits for a connection when the server
-    is down before it raises ``StoreUnavailable`` (the API then answers 503)."""
+    is down before it raises ``StoreUnavailable`` (the API then answers 503).
+    ``pipeline``: see :attr:`conveyor.config.Config.postgres_pipeline`."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout_s: float = 3.0, acquire_timeout_s: float = 3.0,
-                 max_groups: int = 2) -> None:
+                 max_groups: int = 2, pipeline: bool = False) -> None:
         super().__init__(url, min_size=min_size, max_size=max_size,
                          connect_timeout_s=connect_timeout_s,
-                         acquire_timeout_s=acquire_timeout_s)
-        self._group = GroupCommit(self._pool, insert_jobs, max_groups=max_groups)
+                         acquire_timeout_s=acquire_timeout_s, pipeline=pipeline)
+        self._group = GroupCommit(self._pool, insert_jobs, max_groups=max_groups,
+                                  pipeline=pipeline)
         self._listener = Listener(url, connect_timeout_s)
         self._opened = False
 
@@ -131,7 +133,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
                 await conn.execute(SQL["set_schema_version"], {"version": SCHEMA_VERSION})
             return SCHEMA_VERSION
 
-        return await self._tx(apply, pipeline=False)
+        return await self._tx(apply, script=True)
 
     async def ping(self) -> None:
         await self._open_pool()
