@@ -48,23 +48,17 @@ class OutboxMixin(PgCore):
 
         async def claim(conn: Conn) -> list[OutboxEntry]:
             await conn.execute(OUTBOX_SQL["outbox_relay_commit"])
-            found = await _fetch(conn, "outbox_claim", {"limit": limit, "lease_s": lease_s})
-            if not found:
-                return []
-            details = {r["id"]: r for r in await _fetch(
-                conn, "outbox_details", {"ids": sorted({r["op_id"] for r in found})})}
             entries = []
-            for row in sorted(found, key=lambda r: int(r["id"])):
-                op = details.get(row["op_id"])
-                headers = rows._json(op["headers"], {}) if op else {}
+            for row in await _fetch(conn, "outbox_claim", {"limit": limit, "lease_s": lease_s}):
                 payload: dict[str, Any] = {}
-                if row["kind"] == "dead" and op is not None:
-                    payload = {"job_id": op["job_id"], "task": op["task"],
-                               "args": rows._json(op["args"], {}),
-                               "attempts": int(op["attempts"]),
-                               "error": rows._json(op["error"], None)}
+                if row["kind"] == "dead" and row["found"]:
+                    payload = {"job_id": row["job_id"], "task": row["task"],
+                               "args": rows._json(row["args"], {}),
+                               "attempts": int(row["attempts"]),
+                               "error": rows._json(row["error"], None)}
                 entries.append(OutboxEntry(int(row["id"]), row["op_id"], row["queue"],
-                                           row["key"], row["kind"], headers, payload))
+                                           row["key"], row["kind"],
+                                           rows._json(row["headers"], {}), payload))
             return entries
 
         return await self._tx(claim)
@@ -73,7 +67,7 @@ class OutboxMixin(PgCore):
         if ids:
             async def mark(conn: Conn) -> None:
                 await conn.execute(OUTBOX_SQL["outbox_relay_commit"])
-                await _fetch(conn, "outbox_published", {"ids": list(ids)})
+                await conn.execute(OUTBOX_SQL["outbox_published"], {"ids": list(ids)})
 
             await self._tx(mark)
 

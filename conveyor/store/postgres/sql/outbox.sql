@@ -30,22 +30,27 @@ SET LOCAL synchronous_commit = off;
 -- name: outbox_claim
 -- Due rows no other relay is publishing, in publication (id) order; claimed for
 -- lease_s. A relay killed mid-batch leaves them to be claimed again after the lease.
+-- Each comes with what its message carries besides the id: the operation's trace
+-- headers, and for a dead letter the operation itself (one statement, one round trip).
 WITH c AS MATERIALIZED (
     SELECT id FROM outbox
     WHERE due_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
     ORDER BY id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
-UPDATE outbox b SET claimed_until = now() + make_interval(secs => %(lease_s)s)
-FROM c
-WHERE b.id = c.id
-RETURNING b.id, b.op_id, b.queue, b.key, b.kind;
-
--- name: outbox_details
--- What a published message carries besides the id: trace headers, and for dead letters
--- the operation itself.
-SELECT id, job_id, task, args, attempts, error, headers, seq FROM operations
-WHERE id = ANY(%(ids)s::text[]);
+    FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE outbox b SET claimed_until = now() + make_interval(secs => %(lease_s)s)
+    FROM c
+    WHERE b.id = c.id
+    RETURNING b.id, b.op_id, b.queue, b.key, b.kind)
+SELECT b.id, b.op_id, b.queue, b.key, b.kind, o.id IS NOT NULL AS found, o.headers,
+       CASE WHEN b.kind = 'dead' THEN o.job_id END AS job_id,
+       CASE WHEN b.kind = 'dead' THEN o.task END AS task,
+       CASE WHEN b.kind = 'dead' THEN o.args END AS args,
+       CASE WHEN b.kind = 'dead' THEN o.attempts END AS attempts,
+       CASE WHEN b.kind = 'dead' THEN o.error END AS error
+FROM claimed b LEFT JOIN operations o ON o.id = b.op_id
+ORDER BY b.id;
 
 -- name: outbox_published
 DELETE FROM outbox WHERE id = ANY(%(ids)s::bigint[]);
