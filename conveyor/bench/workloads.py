@@ -63,7 +63,7 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
         resumed = time.time()
         if paused:
             await asyncio.to_thread(target.start_workers)
-        observed, after = await wait_finished(bench, pool, ids[-1] if ids else None,
+        observed, after = await wait_finished(bench, pool, ids,
                                               baseline + len(ids), baseline, deadline,
                                               f"{title}: drain")
         k_last = min(len(ids), max(400, 4 * (target.concurrency or 100)))
@@ -294,12 +294,13 @@ async def warm_up(bench: Bench, pool: HttpPool, raw: bytes, n: int, deadline: De
     transport, worker, its process pool, a consumer group's first assignment) runs before
     anything is measured, so start-up is not reported as latency."""
     before = await queue_counts(pool)
-    ids = []
+    ids: list[str] = []
     for _ in range(n):
         status, body = await pool.send(raw)
-        if 200 <= status < 300:
-            ids.append(job_id_of(body))
-    await wait_finished(bench, pool, ids[-1] if ids else None, done_count(before) + len(ids),
+        job_id = job_id_of(body) if 200 <= status < 300 else None
+        if job_id is not None:
+            ids.append(job_id)
+    await wait_finished(bench, pool, ids, done_count(before) + len(ids),
                         done_count(before), deadline, "B3: warm-up")
 
 
@@ -317,7 +318,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
                                  o.b3_rate_per_s, o.b3_duration_s, deadline, "B3 open loop")
         ids: list[str] = result.pop("ids")
         start, end = result.pop("window")
-        await wait_finished(bench, pool, ids[-1] if ids else None, done_count(before) + len(ids),
+        await wait_finished(bench, pool, ids, done_count(before) + len(ids),
                             done_count(before), deadline, "B3: finishing")
         step = max(1, len(ids) // max(1, o.b3_sample))
         sample = ids[::step]

@@ -1,5 +1,5 @@
 """How a drain waits for its end: the queue counts (a read of the backlog and of recent ends, work
-for the system measured) are asked sparingly; the last job, which is cheap, often."""
+for the system measured) are asked sparingly; the last jobs, which are cheap, often."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ class _Server:
     """Answers the two requests a drain's wait makes, for a drain in which the last job
     finishes at ``last_done_s`` and every operation at ``all_done_s``."""
 
-    def __init__(self, last_done_s: float, all_done_s: float, total: int) -> None:
+    def __init__(self, last_done_s: float, all_done_s: float, total: int,
+                 first_done_s: float | None = None) -> None:
         self.start = asyncio.get_running_loop().time()
         self.last_done_s = last_done_s
+        self.first_done_s = last_done_s if first_done_s is None else first_done_s
         self.all_done_s = all_done_s
         self.total = total
         self.calls: Counter[str] = Counter()
@@ -33,8 +35,12 @@ class _Server:
         return method, path
 
     async def send(self, request: tuple[str, str]) -> tuple[int, bytes]:
+        """The last job (``/v1/jobs/j<N>``, N the highest) ends at ``last_done_s``, the
+        other jobs of the tail at ``first_done_s``."""
         self.calls["job"] += 1
-        done = self._elapsed() >= self.last_done_s
+        self.calls[request[1]] += 1
+        last = request[1] == "/v1/jobs/j99"
+        done = self._elapsed() >= (self.last_done_s if last else self.first_done_s)
         return 200, json.dumps({"status": "succeeded" if done else "running"}).encode()
 
     async def request(self, method: str, path: str) -> tuple[int, Any]:
@@ -51,13 +57,14 @@ class _Server:
 def test_counts_are_asked_sparingly(monkeypatch: pytest.MonkeyPatch, last_done_s: float,
                                     all_done_s: float, most_counts: int) -> None:
     monkeypatch.setattr(control, "COUNTS_EVERY_S", 10.0)
-    monkeypatch.setattr(control, "COUNTS_AFTER_LAST_S", 0.1)
+    monkeypatch.setattr(control, "COUNTS_AFTER_TAIL_S", 0.1)
 
     async def run() -> Counter[str]:
         server = _Server(last_done_s, all_done_s, total=100)
         bench = Bench(target=None, sampler=None, options=Options(poll_s=0.01),  # type: ignore[arg-type]
                       reporter=NullReporter())
-        _, counts = await wait_finished(bench, server, "last", 100, 0,  # type: ignore[arg-type]
+        ids = [f"j{i}" for i in range(100)]
+        _, counts = await wait_finished(bench, server, ids, 100, 0,  # type: ignore[arg-type]
                                         Deadline(10), "drain")
         assert counts["succeeded"] == 100
         return server.calls
@@ -65,6 +72,30 @@ def test_counts_are_asked_sparingly(monkeypatch: pytest.MonkeyPatch, last_done_s
     calls = asyncio.run(run())
     assert calls["job"] >= 5  # the cheap request carries the waiting
     assert 2 <= calls["stats"] <= most_counts, calls
+
+
+def test_the_whole_tail_must_end_before_counts_are_asked_often(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partitioned log: the last job ended at once, others of the tail only later. The
+    counts stay sparse until the whole tail has ended; jobs seen ended are not asked
+    again, and jobs before the tail are never asked."""
+    monkeypatch.setattr(control, "COUNTS_EVERY_S", 10.0)
+    monkeypatch.setattr(control, "COUNTS_AFTER_TAIL_S", 0.05)
+
+    async def run() -> Counter[str]:
+        server = _Server(last_done_s=0.0, all_done_s=0.6, total=100, first_done_s=0.5)
+        bench = Bench(target=None, sampler=None, options=Options(poll_s=0.01),  # type: ignore[arg-type]
+                      reporter=NullReporter())
+        ids = [f"j{i}" for i in range(100)]
+        await wait_finished(bench, server, ids, 100, 0,  # type: ignore[arg-type]
+                            Deadline(10), "drain")
+        return server.calls
+
+    calls = asyncio.run(run())
+    assert calls["/v1/jobs/j99"] == 1
+    assert calls["/v1/jobs/j98"] > 10  # waited on while the tail ran
+    assert calls["/v1/jobs/j36"] == 1 and calls["/v1/jobs/j35"] == 0
+    assert calls["stats"] <= 5, calls  # once at the start, then only after 0.5 s
 
 
 class _Backlog:
