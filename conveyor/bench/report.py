@@ -85,10 +85,14 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
     if "error" in result:
         return "error", str(result["error"])[:120]
     if w == "b1":
+        load = result["load"]
+        published = load.get("published_s", 0.0)
+        in_log = (f", all in the log after {published:.2f} s"
+                  if published - load["duration_s"] >= 0.05 else "")
         return (f"{_fmt(result['ops_per_s'])} ops/s",
                 f"{_fmt(result['ops'])} ops in {result['duration_s']:.2f} s "
                 f"(wall {result['wall_s']:.2f} s, {result['mode']}); "
-                f"load {_fmt(result['load']['ops_per_s'])} ops/s")
+                f"load {_fmt(load['ops_per_s'])} ops/s{in_log}")
     if w == "b2":
         lat = result["latency_ms"]
         return (f"{_fmt(result['throughput_per_s'])} req/s",

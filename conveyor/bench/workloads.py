@@ -25,6 +25,7 @@ from .control import (
     settle,
     submit_batches,
     wait_finished,
+    wait_published,
 )
 from .http import HttpPool, job_id_of
 from .stats import rate, summarize_ms
@@ -60,6 +61,8 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
         ids = await submit_batches(bench, pool, op, n, o.load_batch, o.load_connections,
                                    deadline, f"{title}: load")
         load_ended = time.time()
+        published = await wait_published(bench, pool, deadline, f"{title}: publish") \
+            if paused else load_ended
         resumed = time.time()
         if paused:
             await asyncio.to_thread(target.start_workers)
@@ -87,6 +90,7 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
                  "ops_per_s": rate(len(ids), load_ended - load_started),
                  "batch": o.load_batch, "connections": o.load_connections,
                  "workers": "not running" if paused else "running",
+                 "published_s": round(published - load_started, 3),
                  "cpu": cpu_report(bench.sampler, load_started, load_ended, len(ids))},
         "duration_s": round(duration, 3),
         "ops_per_s": rate(len(ids), duration),

@@ -127,3 +127,36 @@ def test_settle_waits_until_nothing_waits_or_runs(monkeypatch: pytest.MonkeyPatc
     idle = _Backlog(waiting=0, per_poll=3)
     asyncio.run(control.settle(bench, idle, Deadline(10), "settle"))  # type: ignore[arg-type]
     assert idle.asked == 1
+
+
+class _Outbox:
+    """``/v1/stats`` of a Kafka tier whose relay publishes ``per_poll`` rows between two
+    requests (``backlog=None``: a tier without an outbox)."""
+
+    def __init__(self, backlog: int | None, per_poll: int = 0) -> None:
+        self.backlog = backlog
+        self.per_poll = per_poll
+        self.asked = 0
+
+    async def request(self, method: str, path: str) -> tuple[int, Any]:
+        assert (method, path) == ("GET", "/v1/stats")
+        self.asked += 1
+        if self.backlog is None:
+            return 200, {"queues": [], "transport": None}
+        answer = {"kind": "kafka", "outbox_backlog": {"default": self.backlog}}
+        self.backlog = max(0, self.backlog - self.per_poll)
+        return 200, {"queues": [], "transport": answer}
+
+
+def test_a_drain_starts_once_the_outbox_is_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Kafka the workers start once the relay has published every loaded operation; a
+    tier without an outbox waits for nothing."""
+    monkeypatch.setattr(control, "SETTLE_POLL_S", 0.001)
+    bench = Bench(target=None, sampler=None, options=Options(),  # type: ignore[arg-type]
+                  reporter=NullReporter())
+    relaying = _Outbox(backlog=1000, per_poll=400)
+    asyncio.run(control.wait_published(bench, relaying, Deadline(10), "publish"))  # type: ignore[arg-type]
+    assert (relaying.backlog, relaying.asked) == (0, 4)  # 1000, 600, 200, then 0
+    store_tier = _Outbox(backlog=None)
+    asyncio.run(control.wait_published(bench, store_tier, Deadline(10), "publish"))  # type: ignore[arg-type]
+    assert store_tier.asked == 1
