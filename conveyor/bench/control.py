@@ -50,11 +50,12 @@ async def settle(bench: Bench, pool: HttpPool, deadline: Deadline, label: str) -
 
 
 async def wait_published(bench: Bench, pool: HttpPool, deadline: Deadline, label: str
-                         ) -> float:
+                         ) -> float | None:
     """Until the outbox is empty (Kafka tier), when the server reports one: a drain of
     loaded operations then starts with all of them in the log, and measures the workers
     instead of a relay still publishing during the drain (which made Kafka drains vary by
-    a quarter). Returns the wall time it was seen empty; at once without an outbox."""
+    a quarter). Returns the wall time it was seen empty; ``None`` at once without an
+    outbox."""
     phase = bench.reporter.phase(label, None)
     try:
         while True:
@@ -63,7 +64,9 @@ async def wait_published(bench: Bench, pool: HttpPool, deadline: Deadline, label
             transport = body.get("transport") if status == 200 and isinstance(body, dict) \
                 else None
             backlog = transport.get("outbox_backlog") if isinstance(transport, dict) else None
-            if not isinstance(backlog, dict) or not any(backlog.values()):
+            if not isinstance(backlog, dict):
+                return None
+            if not any(backlog.values()):
                 return time.time()
             deadline.check(label)
             await asyncio.sleep(SETTLE_POLL_S / 5)

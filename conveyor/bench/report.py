@@ -86,9 +86,8 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
         return "error", str(result["error"])[:120]
     if w == "b1":
         load = result["load"]
-        published = load.get("published_s", 0.0)
-        in_log = (f", all in the log after {published:.2f} s"
-                  if published - load["duration_s"] >= 0.05 else "")
+        published = load.get("published_s")
+        in_log = f", all in the log after {published:.2f} s" if published is not None else ""
         return (f"{_fmt(result['ops_per_s'])} ops/s",
                 f"{_fmt(result['ops'])} ops in {result['duration_s']:.2f} s "
                 f"(wall {result['wall_s']:.2f} s, {result['mode']}); "

@@ -62,7 +62,7 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
                                    deadline, f"{title}: load")
         load_ended = time.time()
         published = await wait_published(bench, pool, deadline, f"{title}: publish") \
-            if paused else load_ended
+            if paused else None
         resumed = time.time()
         if paused:
             await asyncio.to_thread(target.start_workers)
@@ -90,7 +90,8 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
                  "ops_per_s": rate(len(ids), load_ended - load_started),
                  "batch": o.load_batch, "connections": o.load_connections,
                  "workers": "not running" if paused else "running",
-                 "published_s": round(published - load_started, 3),
+                 "published_s": (round(published - load_started, 3)
+                                 if published is not None else None),
                  "cpu": cpu_report(bench.sampler, load_started, load_ended, len(ids))},
         "duration_s": round(duration, 3),
         "ops_per_s": rate(len(ids), duration),

@@ -155,8 +155,9 @@ def test_a_drain_starts_once_the_outbox_is_published(monkeypatch: pytest.MonkeyP
     bench = Bench(target=None, sampler=None, options=Options(),  # type: ignore[arg-type]
                   reporter=NullReporter())
     relaying = _Outbox(backlog=1000, per_poll=400)
-    asyncio.run(control.wait_published(bench, relaying, Deadline(10), "publish"))  # type: ignore[arg-type]
+    seen = asyncio.run(control.wait_published(bench, relaying, Deadline(10), "publish"))  # type: ignore[arg-type]
     assert (relaying.backlog, relaying.asked) == (0, 4)  # 1000, 600, 200, then 0
+    assert seen is not None
     store_tier = _Outbox(backlog=None)
-    asyncio.run(control.wait_published(bench, store_tier, Deadline(10), "publish"))  # type: ignore[arg-type]
+    assert asyncio.run(control.wait_published(bench, store_tier, Deadline(10), "publish")) is None  # type: ignore[arg-type]
     assert store_tier.asked == 1
