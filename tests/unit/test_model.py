@@ -162,3 +162,20 @@ def test_to_json_uses_plain_values() -> None:
               created_at=1.0, operations=(op,))
     assert job.to_json()["status"] == "failed"
     assert job.to_json()["operations"] == [data]
+
+
+def test_a_delivered_claim_keeps_every_other_field() -> None:
+    """``Claim.delivered`` lists the fields itself (for speed): a field added to
+    ``Claim`` and not to it would be lost here."""
+    import dataclasses
+
+    claim = dataclasses.replace(
+        _claim(), key="k", timeout_s=2.5, headers={"traceparent": "x"}, args={"a": 1})
+    delivered = claim.delivered(("consumer", "entry"), {"h": "1"})
+    assert delivered.delivery == ("consumer", "entry") and delivered.headers == {"h": "1"}
+    for f in dataclasses.fields(Claim):
+        if f.name not in ("delivery", "headers"):
+            assert getattr(delivered, f.name) == getattr(claim, f.name), f.name
+    assert [f.name for f in dataclasses.fields(Claim)] == [  # a new field: add it there
+        "op_id", "job_id", "queue", "task", "args", "key", "attempt", "max_attempts",
+        "timeout_s", "lease_token", "created_at", "headers", "delivery"]

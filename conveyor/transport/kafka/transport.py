@@ -217,8 +217,7 @@ class KafkaTransport:
                 consumer.finish(entry)  # stale, a duplicate, or parked (durably)
                 continue
             headers = {**entry.headers, **claim.headers}
-            claims.append(dataclasses.replace(claim, delivery=(consumer, entry),
-                                              headers=headers))
+            claims.append(claim.delivered((consumer, entry), headers))
         return claims
 
     async def ack(self, claims: Sequence[Claim]) -> None:
