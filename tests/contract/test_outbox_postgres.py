@@ -11,9 +11,9 @@ from conveyor.store.base import Store
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.outbox_contract import OutboxContract
 from conveyor.testing.store_contract import StoreContract
-from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+from tests.support.pg_fixtures import pg_database, pg_store, pg_url, pipelined_pg_store
 
-__all__ = ["pg_database", "pg_store", "pg_url"]
+__all__ = ["pg_database", "pg_store", "pg_url", "pipelined_pg_store"]
 
 
 @pytest.fixture
@@ -30,15 +30,9 @@ class TestPipelinedPostgresOutbox(OutboxContract):
     """The same promises with pipelined transactions (``postgres_pipeline``)."""
 
     @pytest.fixture
-    async def store(self, pg_url: str) -> AsyncIterator[PostgresStore]:
-        store = PostgresStore(pg_url, pipeline=True)
-        await store.migrate()
-        await store.open()
-        await store.enable_outbox()
-        try:
-            yield store
-        finally:
-            await store.close()
+    async def store(self, pipelined_pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
+        await pipelined_pg_store.enable_outbox()
+        yield pipelined_pg_store
 
 
 class TestPostgresWithOutboxIsStillAStore(StoreContract):

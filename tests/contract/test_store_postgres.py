@@ -10,9 +10,9 @@ import pytest
 from conveyor.store.base import Store
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.store_contract import StoreContract
-from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+from tests.support.pg_fixtures import pg_database, pg_store, pg_url, pipelined_pg_store
 
-__all__ = ["pg_database", "pg_store", "pg_url"]
+__all__ = ["pg_database", "pg_store", "pg_url", "pipelined_pg_store"]
 
 
 @pytest.fixture
@@ -33,14 +33,8 @@ class TestPipelinedPostgresStore(StoreContract):
     every promise of the port."""
 
     @pytest.fixture
-    async def store(self, pg_url: str) -> AsyncIterator[Store]:
-        store = PostgresStore(pg_url, pipeline=True)
-        await store.migrate()
-        await store.open()
-        try:
-            yield store
-        finally:
-            await store.close()
+    async def store(self, pipelined_pg_store: PostgresStore) -> AsyncIterator[Store]:
+        yield pipelined_pg_store
 
     async def reopen(self, store: Store) -> Store:
         assert isinstance(store, PostgresStore)

@@ -34,16 +34,28 @@ def pg_url(pg_database: str) -> Iterator[str]:
         drop_schema(pg_database, schema)
 
 
-@pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    """A migrated, opened, empty PostgreSQL store, closed after the test."""
-    store = PostgresStore(pg_url)
+async def _opened(url: str, *, pipeline: bool) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(url, pipeline=pipeline)
     await store.migrate()
     await store.open()
     try:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    """A migrated, opened, empty PostgreSQL store, closed after the test."""
+    async for store in _opened(pg_url, pipeline=False):
+        yield store
+
+
+@pytest.fixture
+async def pipelined_pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    """``pg_store`` with pipelined transactions (``Config.postgres_pipeline``)."""
+    async for store in _opened(pg_url, pipeline=True):
+        yield store
 
 
 @pytest.fixture(name="store")

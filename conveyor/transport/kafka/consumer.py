@@ -49,8 +49,8 @@ POLL_S = 0.1
 """How long one loop waits for a first message (and so how often an idle consumer
 commits and applies flow control)."""
 FETCH_BACKOFF_MS = 50
-"""How soon the client fetches again for a partition whose prefetch queue was full (the
-client's default, a second, stalled drains that had emptied it meanwhile)."""
+"""How soon the client looks again at a partition whose prefetch queue was full, to fetch
+once it has room (the client's default is a second)."""
 COMMIT_INTERVAL_S = 0.25
 """Offsets are committed (synchronously) at most this often. Each commit is a write to
 the broker's offsets log: every 50 ms it cost the broker ~0.03 cores while a worker
