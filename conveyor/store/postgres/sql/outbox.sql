@@ -53,7 +53,7 @@ FROM claimed b LEFT JOIN operations o ON o.id = b.op_id
 ORDER BY b.id;
 
 -- name: outbox_published
-DELETE FROM outbox WHERE id = ANY(%(ids)s::bigint[]);
+DELETE FROM outbox WHERE id = ANY(%(ids)b::bigint[]);
 
 -- name: outbox_backlog
 SELECT queue, count(*) FILTER (WHERE due_at <= now()) AS due, count(*) AS total
@@ -72,7 +72,7 @@ WHERE claimed_until IS NULL OR claimed_until < now();
 -- their key (same rule as claim_candidates), then the key lock of each keyed one.
 WITH c AS MATERIALIZED (
     SELECT o.seq, o.queue, o.key FROM operations o
-    WHERE o.id = ANY(%(ids)s::text[])
+    WHERE o.id = ANY(%(ids)b::text[])
       -- IS TRUE keeps the status test a filter (see queries.sql, mark_jobs_running)
       AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE
       AND o.run_at <= now()
@@ -98,7 +98,7 @@ SELECT o.id, o.queue, o.key, 'dispatch',
                           AND p.status IN ('scheduled', 'queued', 'retrying')))
        + make_interval(secs => %(park_s)s)
 FROM operations o
-WHERE o.id = ANY(%(ids)s::text[])
+WHERE o.id = ANY(%(ids)b::text[])
   AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE AND o.run_at <= now()
 RETURNING op_id;
 

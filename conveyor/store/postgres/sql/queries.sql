@@ -77,7 +77,7 @@ SELECT pg_notify('conveyor_ready', q) FROM unnest(%(queues)b::text[]) AS q;
 
 -- name: select_jobs
 SELECT * FROM jobs
-WHERE id = ANY(%(ids)s::text[]) AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
+WHERE id = ANY(%(ids)b::text[]) AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
 
 -- name: list_jobs
 -- Run unprepared (planned with its values). No index holds a job's status (so status
@@ -99,7 +99,7 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: operations_of_jobs
-SELECT * FROM operations WHERE job_id = ANY(%(ids)s::text[]) ORDER BY seq;
+SELECT * FROM operations WHERE job_id = ANY(%(ids)b::text[]) ORDER BY seq;
 
 -- name: list_operations
 SELECT * FROM operations
