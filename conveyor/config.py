@@ -237,10 +237,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
 def _coerce(name: str, raw: str, target: Any) -> Any:
     try:
         if isinstance(target, bool):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ValueError("not a yes/no value: use 1, true, yes, on or 0, false, no, off")
+            return word in _TRUE
         if isinstance(target, int):
             return int(raw)
         if isinstance(target, float):

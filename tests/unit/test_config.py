@@ -40,6 +40,9 @@ def test_postgres_pipeline_reaches_the_store() -> None:
 def test_bad_values_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         load_config(environ={"CONVEYOR_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="CONVEYOR_POSTGRES_PIPELINE='ture'"):
+        load_config(environ={"CONVEYOR_POSTGRES_PIPELINE": "ture"})
+    assert not load_config(environ={"CONVEYOR_POSTGRES_PIPELINE": "off"}).postgres_pipeline
     with pytest.raises(ConfigError):
         load_config({"transport": "carrier-pigeon"}, environ={})
 
