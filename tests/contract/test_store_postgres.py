@@ -23,21 +23,15 @@ async def store(pg_store: PostgresStore) -> AsyncIterator[Store]:
 class TestPostgresStore(StoreContract):
     async def reopen(self, store: Store) -> Store:
         assert isinstance(store, PostgresStore)
-        fresh = PostgresStore(store.url)
+        fresh = PostgresStore(store.url, pipeline=store.pipeline)
         await fresh.open()
         return fresh
 
 
-class TestPipelinedPostgresStore(StoreContract):
+class TestPipelinedPostgresStore(TestPostgresStore):
     """Pipelined transactions (statements sent before earlier results are read) keep
     every promise of the port."""
 
     @pytest.fixture
     async def store(self, pipelined_pg_store: PostgresStore) -> AsyncIterator[Store]:
         yield pipelined_pg_store
-
-    async def reopen(self, store: Store) -> Store:
-        assert isinstance(store, PostgresStore)
-        fresh = PostgresStore(store.url, pipeline=True)
-        await fresh.open()
-        return fresh

@@ -6,15 +6,20 @@ nor recorded twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from conveyor.model import Claim, ErrorInfo, OpStatus, Outcome
 from conveyor.store.postgres import PostgresStore
-from conveyor.testing.contract_support import insert, job, op, operation
+from conveyor.testing.contract_support import eventually, insert, job, op, operation
 from tests.support.kafka import RelayedTransport, settings
 from tests.support.pg_fixtures import outbox_store, pg_database, pg_store, pg_url
 
 __all__ = ["outbox_store", "pg_database", "pg_store", "pg_url"]
+
+Flow = tuple[int, bool]
+"""A queue's messages buffered, and whether its partitions are paused."""
 
 
 async def _receive(transport: RelayedTransport, want: set[str], timeout_s: float = 20.0,
@@ -86,26 +91,38 @@ async def test_slow_task_keeps_its_partitions(store: PostgresStore) -> None:
         await transport.close()
 
 
-async def _until(check: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
+@contextlib.asynccontextmanager
+async def _loaded(store: PostgresStore, max_buffer: int, n: int,
+                  ) -> AsyncIterator[tuple[RelayedTransport, Callable[[], Awaitable[Flow]]]]:
+    """A transport with a ``max_buffer`` buffer over ``n`` submitted jobs (tasks
+    ``t0``...), and a probe of its queue's (buffered, paused). On leaving, every job is
+    received, recorded and acked, and must have been recorded exactly once, with the
+    partitions fetching (not paused) at the end."""
+    transport = RelayedTransport(store, settings(partitions=2, max_buffer=max_buffer))
+    await transport.start(["default"], "w1")
+    try:
+        tasks = [f"t{i}" for i in range(n)]
+        await insert(store, *[job(t) for t in tasks])
+        topic = transport.inner.topics.topic("default")
 
+        async def flow() -> Flow:
+            return transport.inner.flow()[topic]
 
-async def _finish_all(store: PostgresStore, transport: RelayedTransport, n: int,
-                      ) -> dict[str, int]:
-    """Receive, record and ack until ``n`` distinct operations finished; counts per task."""
-    outcomes: dict[str, int] = {}
-    deadline = time.monotonic() + 60
-    while len(outcomes) < n and time.monotonic() < deadline:
-        claims = await transport.receive(50, 30.0, 0.1)
-        accepted = await store.complete_many([Outcome.succeeded(c, None) for c in claims])
-        for claim, ok in zip(claims, accepted, strict=True):
-            if ok:
-                outcomes[claim.task] = outcomes.get(claim.task, 0) + 1
-        await transport.ack(claims)
-    return outcomes
+        yield transport, flow
+        outcomes: dict[str, int] = {}
+        deadline = time.monotonic() + 60
+        while len(outcomes) < n and time.monotonic() < deadline:
+            claims = await transport.receive(50, 30.0, 0.1)
+            accepted = await store.complete_many([Outcome.succeeded(c, None) for c in claims])
+            for claim, ok in zip(claims, accepted, strict=True):
+                if ok:
+                    outcomes[claim.task] = outcomes.get(claim.task, 0) + 1
+            await transport.ack(claims)
+        assert sorted(outcomes) == sorted(tasks)
+        assert set(outcomes.values()) == {1}
+        assert not (await flow())[1]
+    finally:
+        await transport.close()
 
 
 async def test_a_full_buffer_stops_taking_without_pausing_its_partitions(
@@ -113,44 +130,21 @@ async def test_a_full_buffer_stops_taking_without_pausing_its_partitions(
     """A worker that takes nothing holds ``max_buffer`` messages, plus one per poll at
     most, and keeps its partitions fetching (a paused partition's fetch resumed up to a
     second late, which stalled drains); once it takes, every message arrives once."""
-    kafka = settings(partitions=2, max_buffer=20)
-    transport = RelayedTransport(store, kafka)
-    await transport.start(["default"], "w1")
-    try:
-        tasks = [f"t{i}" for i in range(200)]
-        await insert(store, *[job(t) for t in tasks])
-        topic = transport.inner.topics.topic("default")
-        await _until(lambda: transport.inner.flow()[topic][0] >= 20)
+    async with _loaded(store, max_buffer=20, n=200) as (_, flow):
+        await eventually(flow, lambda f: f[0] >= 20, timeout_s=30, what="a full buffer")
         await asyncio.sleep(1.0)  # full for ten polls
-        buffered, paused = transport.inner.flow()[topic]
+        buffered, paused = await flow()
         assert 20 <= buffered <= 20 + 12
         assert not paused
-        outcomes = await _finish_all(store, transport, len(tasks))
-        assert sorted(outcomes) == sorted(tasks)
-        assert set(outcomes.values()) == {1}
-    finally:
-        await transport.close()
 
 
 async def test_a_buffer_full_for_long_pauses_and_resumes_without_loss(
         store: PostgresStore) -> None:
     """Past twice ``max_buffer`` (one message per poll while full, for a while) the
     partitions pause; taking resumes them, and every message arrives once."""
-    kafka = settings(partitions=2, max_buffer=5)
-    transport = RelayedTransport(store, kafka)
-    await transport.start(["default"], "w1")
-    try:
-        tasks = [f"t{i}" for i in range(100)]
-        await insert(store, *[job(t) for t in tasks])
-        topic = transport.inner.topics.topic("default")
-        await _until(lambda: transport.inner.flow()[topic][1])
-        assert transport.inner.flow()[topic][0] >= 10
-        outcomes = await _finish_all(store, transport, len(tasks))
-        assert sorted(outcomes) == sorted(tasks)
-        assert set(outcomes.values()) == {1}
-        assert not transport.inner.flow()[topic][1]
-    finally:
-        await transport.close()
+    async with _loaded(store, max_buffer=5, n=100) as (_, flow):
+        buffered, _ = await eventually(flow, lambda f: f[1], timeout_s=30, what="a pause")
+        assert buffered >= 10
 
 
 async def test_partitions_move_to_a_joining_worker_without_loss_or_double_outcome(

@@ -15,6 +15,12 @@ from conveyor.bench.context import Bench, Deadline, NullReporter, Options
 from conveyor.bench.control import wait_finished
 
 
+def _bench(**options: float) -> Bench:
+    """A bench without a target: the control functions only talk to the fake pools."""
+    return Bench(target=None, sampler=None, options=Options(**options),  # type: ignore[arg-type]
+                 reporter=NullReporter())
+
+
 class _Server:
     """Answers the two requests a drain's wait makes, for a drain in which the last job
     finishes at ``last_done_s`` and every operation at ``all_done_s``."""
@@ -61,8 +67,7 @@ def test_counts_are_asked_sparingly(monkeypatch: pytest.MonkeyPatch, last_done_s
 
     async def run() -> Counter[str]:
         server = _Server(last_done_s, all_done_s, total=100)
-        bench = Bench(target=None, sampler=None, options=Options(poll_s=0.01),  # type: ignore[arg-type]
-                      reporter=NullReporter())
+        bench = _bench(poll_s=0.01)
         ids = [f"j{i}" for i in range(100)]
         _, counts = await wait_finished(bench, server, ids, 100, 0,  # type: ignore[arg-type]
                                         Deadline(10), "drain")
@@ -84,8 +89,7 @@ def test_the_whole_tail_must_end_before_counts_are_asked_often(
 
     async def run() -> Counter[str]:
         server = _Server(last_done_s=0.0, all_done_s=0.6, total=100, first_done_s=0.5)
-        bench = Bench(target=None, sampler=None, options=Options(poll_s=0.01),  # type: ignore[arg-type]
-                      reporter=NullReporter())
+        bench = _bench(poll_s=0.01)
         ids = [f"j{i}" for i in range(100)]
         await wait_finished(bench, server, ids, 100, 0,  # type: ignore[arg-type]
                             Deadline(10), "drain")
@@ -119,8 +123,7 @@ def test_settle_waits_until_nothing_waits_or_runs(monkeypatch: pytest.MonkeyPatc
     """What a workload leaves behind (B2b's ingest outruns the workers) is finished before
     the next workload measures anything; an idle queue costs one count request."""
     monkeypatch.setattr(control, "SETTLE_POLL_S", 0.001)
-    bench = Bench(target=None, sampler=None, options=Options(),  # type: ignore[arg-type]
-                  reporter=NullReporter())
+    bench = _bench()
     backlog = _Backlog(waiting=10, per_poll=3)
     asyncio.run(control.settle(bench, backlog, Deadline(10), "settle"))  # type: ignore[arg-type]
     assert (backlog.waiting, backlog.asked) == (0, 5)  # 10, 7, 4, 1 left, then none
@@ -152,8 +155,7 @@ def test_a_drain_starts_once_the_outbox_is_published(monkeypatch: pytest.MonkeyP
     """On Kafka the workers start once the relay has published every loaded operation; a
     tier without an outbox waits for nothing."""
     monkeypatch.setattr(control, "SETTLE_POLL_S", 0.001)
-    bench = Bench(target=None, sampler=None, options=Options(),  # type: ignore[arg-type]
-                  reporter=NullReporter())
+    bench = _bench()
     relaying = _Outbox(backlog=1000, per_poll=400)
     seen = asyncio.run(control.wait_published(bench, relaying, Deadline(10), "publish"))  # type: ignore[arg-type]
     assert (relaying.backlog, relaying.asked) == (0, 4)  # 1000, 600, 200, then 0
