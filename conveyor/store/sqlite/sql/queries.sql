@@ -202,11 +202,16 @@ INSERT INTO op_totals (tenant, queue, status, n) VALUES (:tenant, :queue, :statu
 ON CONFLICT (tenant, queue, status) DO UPDATE SET n = n + excluded.n;
 
 -- name: stats_counts
--- Waiting and running operations counted from their rows (as many as the backlog), the
--- ended ones from their running totals (004_op_totals.sql), not from every row ever.
-SELECT queue, status, COUNT(*) AS n FROM operations
-WHERE status IN ('scheduled', 'queued', 'retrying', 'running')
+-- Waiting and running operations counted from their rows, through the partial indexes
+-- that hold them (as many as the backlog); the ended ones from their running totals
+-- (004_op_totals.sql), not from every row ever.
+SELECT queue, status, COUNT(*) AS n FROM operations INDEXED BY operations_ready
+WHERE status IN ('scheduled', 'queued', 'retrying')
   AND (:tenant IS NULL OR tenant = :tenant)
+GROUP BY queue, status
+UNION ALL
+SELECT queue, status, COUNT(*) AS n FROM operations INDEXED BY operations_leases
+WHERE status = 'running' AND (:tenant IS NULL OR tenant = :tenant)
 GROUP BY queue, status
 UNION ALL
 SELECT queue, status, SUM(n) FROM op_totals
@@ -215,7 +220,7 @@ GROUP BY queue, status
 HAVING SUM(n) > 0;
 
 -- name: stats_oldest_ready
-SELECT queue, MIN(run_at) AS oldest FROM operations
+SELECT queue, MIN(run_at) AS oldest FROM operations INDEXED BY operations_ready
 WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= :now
   AND (:tenant IS NULL OR tenant = :tenant)
 GROUP BY queue;
