@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..observability.histogram import HistogramChild
 from ..observability.metrics import Metrics
 
 
@@ -28,7 +29,7 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self._counters: dict[tuple[str, str, int], Counter] = {}
-        self._histograms: dict[tuple[str, str], Histogram] = {}
+        self._histograms: dict[tuple[str, str], HistogramChild] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
