@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..keys import ApiKey
@@ -110,6 +110,22 @@ def claims_in_order(rows: Iterable[Row]) -> list[Claim]:
     """Claims by priority (high first), then submission order."""
     ordered = sorted(rows, key=lambda r: (-int(r["priority"]), int(r["seq"])))
     return [claim(r) for r in ordered]
+
+
+CLAIM_COLUMNS = ("id", "job_id", "queue", "task", "args", "key", "attempts", "max_attempts",
+                 "timeout_s", "lease_token", "created_at", "headers", "priority", "seq")
+"""What a claiming statement returns, in this order, for :func:`claims_of_tuples`."""
+
+
+def claims_of_tuples(found: Iterable[Sequence[Any]]) -> list[Claim]:
+    """Claims by priority (high first), then submission order, from plain tuples in
+    :data:`CLAIM_COLUMNS` order: a driver's cheapest rows, read by position instead of
+    looked up by name a dozen times per claim (sqlite3.Row compares the name with each
+    column's in turn)."""
+    ordered = sorted(found, key=lambda r: (-r[12], r[13]))
+    return [Claim(str(r[0]), str(r[1]), r[2], r[3], _json(r[4], {}), r[5], int(r[6]), int(r[7]),
+                  r[8], int(r[9]), _time(r[10]) or 0.0, _json(r[11], {}))
+            for r in ordered]
 
 
 def task_info(row: Row) -> TaskInfo:

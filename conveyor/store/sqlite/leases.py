@@ -22,8 +22,8 @@ class LeaseMixin(SQLiteCore):
     async def claim(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float
     ) -> list[Claim]:
-        def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            found: list[sqlite3.Row] = []
+        def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            found: list[tuple[Any, ...]] = []
             for queue in queues:  # one indexed walk per queue, in the worker's queue order
                 remaining = limit - len(found)
                 if remaining <= 0:
@@ -35,18 +35,21 @@ class LeaseMixin(SQLiteCore):
 
         # Rows become Claims here, on the caller's thread: the writer thread, which every
         # write of the process waits for, only runs SQL.
-        return rows.claims_in_order(await self._write(claim))
+        return rows.claims_of_tuples(await self._write(claim))
 
     async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
         params = {"ids": dumps(list(op_ids)), "worker_id": worker_id, "lease_s": lease_s}
-        return rows.claims_in_order(await self._write(self._claim, SQL["claim_ids"], params))
+        return rows.claims_of_tuples(await self._write(self._claim, SQL["claim_ids"], params))
 
     def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]
-               ) -> list[sqlite3.Row]:
-        found = conn.execute(sql, {**params, "now": self._clock()}).fetchall()
+               ) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples in ``rows.CLAIM_COLUMNS`` order (the statements' RETURNING)."""
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        found: list[tuple[Any, ...]] = cursor.execute(
+            sql, {**params, "now": self._clock()}).fetchall()
         if found:
-            conn.execute(SQL["mark_jobs_running"],
-                         {"ids": dumps(sorted({r["job_id"] for r in found}))})
+            conn.execute(SQL["mark_jobs_running"], {"ids": dumps(sorted({r[1] for r in found}))})
         return found
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[LeaseState]:
