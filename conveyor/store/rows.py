@@ -16,10 +16,17 @@ from ..model import (
     OpStatus,
     TaskInfo,
     WorkerInfo,
+    job_status,
 )
 
 Row = Any
 """A row from any driver that can be indexed by column name (sqlite3.Row, dict rows)."""
+
+JOB_STATUS_OF_SINGLE = {
+    op.value: job_status([op], started=True).value
+    for op in (OpStatus.SUCCEEDED, OpStatus.DEAD, OpStatus.CANCELLED, OpStatus.RETRYING)}
+"""The status of a job of one operation, by the status an outcome left the operation in:
+the stores set it directly instead of deriving it from the job's operations."""
 
 
 def _json(value: Any, default: Any = None) -> Any:

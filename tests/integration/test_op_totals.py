@@ -50,8 +50,9 @@ async def test_sqlite_upgrade_counts_what_ended_before(tmp_path: Path) -> None:
     await store.open()
     await _end_some(store)
     await store.close()
-    with sqlite3.connect(path) as conn:  # back to version 3: no totals
-        conn.executescript("DROP TABLE op_totals; UPDATE schema_version SET version = 3;")
+    with sqlite3.connect(path) as conn:  # back to version 3: no totals (nor job_ops)
+        conn.executescript("DROP TABLE op_totals; ALTER TABLE operations DROP COLUMN job_ops;"
+                           "UPDATE schema_version SET version = 3;")
     store = SQLiteStore(path)
     try:
         assert await store.migrate() == SQLITE_VERSION

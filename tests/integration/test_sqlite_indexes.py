@@ -52,6 +52,7 @@ async def test_hot_statements_use_keys_and_partial_indexes(tmp_path: Path) -> No
             "claim": "operations_ready",
             "claim_ids": "sqlite_autoindex_operations_1",
             "mark_jobs_running": "sqlite_autoindex_jobs_1",
+            "end_single_jobs": "sqlite_autoindex_jobs_1",
             "complete_many": "sqlite_autoindex_operations_1",
             "refresh_job_status": "operations_job",
             "extend_lease": "sqlite_autoindex_operations_1",
@@ -79,6 +80,7 @@ async def test_a_version_4_file_upgrades_in_place(tmp_path: Path) -> None:
                            "CREATE INDEX operations_worker ON operations (worker_id) "
                            "WHERE status = 'running';"
                            "CREATE INDEX jobs_status ON jobs (status, id);"
+                           "ALTER TABLE operations DROP COLUMN job_ops;"
                            "UPDATE schema_version SET version = 4;")
     store = SQLiteStore(path)
     try:
@@ -91,6 +93,13 @@ async def test_a_version_4_file_upgrades_in_place(tmp_path: Path) -> None:
         assert await store.replay(OpFilter(ids=(dead.id,))) == [dead.id]
         [counts] = [s.counts for s in await store.stats()]
         assert (counts["queued"], counts["dead"]) == (21, 0)
+        # operations written before: their jobs are derived; after: set from the outcome
+        new_job, _ = await insert(store, job("t.a", queue="q"), job("t.a", "t.b", queue="q"))
+        claims = await store.claim(["q"], "w2", 100, LONG_LEASE_S)
+        assert await store.complete_many([Outcome.succeeded(c, None) for c in claims]) == [
+            True] * len(claims) and len(claims) == 24
+        jobs = await store.get_jobs(list({c.job_id for c in claims}))
+        assert {j.status.value for j in jobs} == {"succeeded"} and new_job in {j.id for j in jobs}
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:

@@ -16,15 +16,10 @@ from collections.abc import Sequence
 
 from psycopg.rows import DictRow
 
-from ...model import Claim, Lease, LeaseState, OpStatus, Outcome, OutcomeKind, job_status
+from ...model import Claim, Lease, LeaseState, Outcome, OutcomeKind
 from .. import rows
 from .core import SQL, Conn, PgCore, fetch, notify, refresh_jobs
 from .submit import dumps
-
-JOB_STATUS_OF_SINGLE = {
-    op.value: job_status([op], started=True).value
-    for op in (OpStatus.SUCCEEDED, OpStatus.DEAD, OpStatus.CANCELLED, OpStatus.RETRYING)}
-"""The status of a job of one operation, by the status its outcome left the operation in."""
 
 
 class LeaseMixin(PgCore):
@@ -97,7 +92,7 @@ class LeaseMixin(PgCore):
                 "retry_in_s": [float(o.retry_in_s or 0.0) for o in outcomes],
             })
             recorded = {(str(r["id"]), int(r["lease_token"])) for r in found}
-            single = sorted((str(r["job_id"]), JOB_STATUS_OF_SINGLE[r["status"]])
+            single = sorted((str(r["job_id"]), rows.JOB_STATUS_OF_SINGLE[r["status"]])
                             for r in found if r["job_ops"] == 1)
             if single:
                 await conn.execute(SQL["end_single_jobs"], {

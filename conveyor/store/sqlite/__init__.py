@@ -161,7 +161,7 @@ class SQLiteStore(LeaseMixin):
                 "priority": op.priority,
                 "status": (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value,
                 "max_attempts": op.max_attempts, "timeout_s": op.timeout_s, "now": now,
-                "run_at": now + op.delay_s, "headers": headers,
+                "run_at": now + op.delay_s, "headers": headers, "job_ops": len(job.operations),
             }
             for op in job.operations
         ]

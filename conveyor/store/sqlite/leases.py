@@ -70,7 +70,8 @@ class LeaseMixin(SQLiteCore):
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """One fenced statement for the whole batch (see ``complete_many`` in queries.sql),
-        then one job-status refresh for the jobs it touched."""
+        then the status of the jobs it touched: set from the outcome for a job of one
+        operation, derived from all of its operations for the others."""
         batch = dumps([
             [out.op_id, out.lease_token, out.kind.value, dumps(out.result),
              dumps(out.error.to_json()) if out.error else None, out.retry_in_s]
@@ -82,7 +83,10 @@ class LeaseMixin(SQLiteCore):
                 SQL["complete_many"], {"batch": batch, "now": self._clock()}
             ).fetchall()
             self._count_ended(conn, found)
-            self._refresh_jobs(conn, {r[1] for r in found})
+            single = [[r[1], rows.JOB_STATUS_OF_SINGLE[r[4]]] for r in found if r[5] == 1]
+            if single:
+                conn.execute(SQL["end_single_jobs"], {"jobs": dumps(single)})
+            self._refresh_jobs(conn, {r[1] for r in found if r[5] != 1})
             done = {r[0] for r in found}
             accepted: list[bool] = []
             for out in outcomes:  # an op listed twice is recorded once: the first counts

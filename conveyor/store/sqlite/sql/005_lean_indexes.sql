@@ -12,8 +12,12 @@
 --   among the running ones (operations_leases);
 -- * jobs lose the index of their status: only marking jobs running read it, and that
 --   finds its rows by id. Listings by status read jobs newest first by id, as before.
+-- And each operation records how many operations its job has (job_ops): a job of one
+-- operation takes its operation's end directly, without deriving it again from all of
+-- its operations. Rows written before this version have 0 and are derived as before.
 
 DROP INDEX IF EXISTS operations_status;
 DROP INDEX IF EXISTS operations_worker;
 DROP INDEX IF EXISTS jobs_status;
 CREATE INDEX IF NOT EXISTS operations_dead ON operations (seq) WHERE status = 'dead';
+ALTER TABLE operations ADD COLUMN job_ops INTEGER NOT NULL DEFAULT 0;

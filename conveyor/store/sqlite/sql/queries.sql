@@ -15,9 +15,9 @@ SELECT id, request_hash FROM jobs WHERE tenant = :tenant AND idempotency_key = :
 
 -- name: insert_operation
 INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
-                        max_attempts, timeout_s, created_at, run_at, headers)
+                        max_attempts, timeout_s, created_at, run_at, headers, job_ops)
 VALUES (:id, :job_id, :tenant, :queue, :task, :args, :key, :priority, :status,
-        :max_attempts, :timeout_s, :now, :run_at, :headers);
+        :max_attempts, :timeout_s, :now, :run_at, :headers, :job_ops);
 
 -- name: select_jobs
 SELECT * FROM jobs
@@ -65,6 +65,13 @@ UPDATE jobs SET status = (
         ELSE 'queued' END
     FROM operations o WHERE o.job_id = jobs.id)
 WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: end_single_jobs
+-- A job of one operation ends as its operation did (rows.JOB_STATUS_OF_SINGLE): nothing
+-- to derive. :jobs is a JSON array of [job_id, status].
+UPDATE jobs SET status = v.value ->> 1
+FROM json_each(:jobs) AS v
+WHERE jobs.id = v.value ->> 0;
 
 -- name: mark_jobs_running
 UPDATE jobs SET status = 'running'
@@ -125,7 +132,7 @@ FROM (SELECT value ->> 0 AS op_id, value ->> 1 AS lease_token, value ->> 2 AS ki
              value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS retry_in_s
       FROM json_each(:batch)) AS b
 WHERE o.id = b.op_id AND +o.lease_token = b.lease_token AND +o.status = 'running'
-RETURNING id, job_id, tenant, queue, status;
+RETURNING id, job_id, tenant, queue, status, job_ops;
 
 -- name: release
 -- Give a lease back without counting the attempt (a cancelled one ends cancelled).
