@@ -344,6 +344,28 @@ class StoreDataCases:
         assert await store.complete_many([Outcome.cancelled(claim_b)]) == [True]
         assert (await get_job(store, failed.id)).status is JobStatus.FAILED
 
+    async def test_jobs_of_one_operation_end_as_their_operation(self, store: Store) -> None:
+        """A job of one operation takes the status its outcome leaves: ``succeeded``,
+        ``failed`` (dead), ``cancelled``, and ``running`` while it retries; then the
+        retried attempt's end."""
+        ok, dead, cancelled, retried = (job("t.a") for _ in range(4))
+        await insert(store, ok, dead, cancelled, retried)
+        claims = {c.job_id: c for c in await claim_all(store, limit=4)}
+        assert await store.cancel_jobs([cancelled.id]) == [cancelled.id]
+        boom = ErrorInfo("Boom", "it broke")
+        assert await store.complete_many([
+            Outcome.succeeded(claims[ok.id], 1), Outcome.dead(claims[dead.id], boom),
+            Outcome.cancelled(claims[cancelled.id]), Outcome.retry(claims[retried.id], boom, 0.0),
+        ]) == [True] * 4
+        statuses = {j.id: j.status for j in await store.get_jobs([ok.id, dead.id, cancelled.id,
+                                                                  retried.id])}
+        assert statuses == {ok.id: JobStatus.SUCCEEDED, dead.id: JobStatus.FAILED,
+                            cancelled.id: JobStatus.CANCELLED, retried.id: JobStatus.RUNNING}
+        [again] = await claim_all(store)
+        assert again.job_id == retried.id and again.attempt == 2
+        assert await store.complete_many([Outcome.dead(again, boom)]) == [True]
+        assert (await get_job(store, retried.id)).status is JobStatus.FAILED
+
     # cancel ----------------------------------------------------------------------------
     async def test_cancel_waiting_operations(self, store: Store) -> None:
         """Waiting operations (queued, scheduled) become ``cancelled`` at once, with
