@@ -1,10 +1,10 @@
 """A Prometheus histogram for the per-operation path of the worker.
 
 ``prometheus_client``'s histogram takes a lock for its sum and for the bucket it counts,
-and searches its buckets in Python: about 4 µs an observation, and a worker observes two
-per operation (start latency, run time). This one keeps plain counts per bucket, found by
-bisection, and exposes the same families (``_bucket``, ``_count``, ``_sum`` and
-``_created``) to the same registry.
+and searches its buckets in Python: 1.5 µs an observation on the development machine,
+and a worker observes two per operation (start latency, run time). This one keeps plain
+counts per bucket, found by bisection (0.2 µs), and exposes the same families
+(``_bucket``, ``_count``, ``_sum`` and ``_created``) to the same registry.
 
 Observations must come from one thread per child (a worker observes from its event loop),
 as the counts are not locked; a scrape from another thread reads them as they are, and

@@ -17,7 +17,7 @@ ROWS = [
     {"id": "op-a", "job_id": "job-a", "queue": "q", "task": "t.a", "args": "{}",
      "key": None, "attempts": 1, "max_attempts": 3, "timeout_s": None, "lease_token": 1,
      "created_at": 99.5, "headers": "{}", "priority": 0, "seq": 9},
-    {"id": "op-c", "job_id": "job-c", "queue": "q", "task": "t.c", "args": "[]",
+    {"id": "op-c", "job_id": "job-c", "queue": "q", "task": "t.c", "args": '{"n": [1]}',
      "key": None, "attempts": 1, "max_attempts": 3, "timeout_s": None, "lease_token": 4,
      "created_at": 101.0, "headers": "{}", "priority": 5, "seq": 12},
 ]

@@ -83,6 +83,7 @@ class LeaseMixin(SQLiteCore):
                 SQL["complete_many"], {"batch": batch, "now": self._clock()}
             ).fetchall()
             self._count_ended(conn, found)
+            # found: (id, job_id, tenant, queue, status, job_ops), read by position
             single = [[r[1], rows.JOB_STATUS_OF_SINGLE[r[4]]] for r in found if r[5] == 1]
             if single:
                 conn.execute(SQL["end_single_jobs"], {"jobs": dumps(single)})

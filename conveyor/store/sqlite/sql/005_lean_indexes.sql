@@ -3,7 +3,7 @@
 -- Every index that holds a changed column is written on each status change: the
 -- operation's claim and its outcome each moved it in the index of every status, in the
 -- index of running operations by worker, and its job twice in the index of job statuses.
--- A drain of no-op operations spent about a third of the store's time in them. So:
+-- Without those three indexes the store's claim+complete cycle ran 20-30 % faster. So:
 -- * operations lose the index of every status: waiting ones are read through
 --   operations_ready, running ones through operations_leases (partial indexes the hot path
 --   writes anyway), and the dead ones, which replay looks for, get one of their own that
