@@ -96,29 +96,6 @@ def jobs(job_rows: Iterable[Row], op_rows: Iterable[Row]) -> list[Job]:
     return out
 
 
-def claim(row: Row) -> Claim:
-    return Claim(
-        op_id=str(row["id"]),
-        job_id=str(row["job_id"]),
-        queue=row["queue"],
-        task=row["task"],
-        args=_json(row["args"], {}),
-        key=row["key"],
-        attempt=int(row["attempts"]),
-        max_attempts=int(row["max_attempts"]),
-        timeout_s=row["timeout_s"],
-        lease_token=int(row["lease_token"]),
-        created_at=_time(row["created_at"]) or 0.0,
-        headers=_json(row["headers"], {}),
-    )
-
-
-def claims_in_order(rows: Iterable[Row]) -> list[Claim]:
-    """Claims by priority (high first), then submission order."""
-    ordered = sorted(rows, key=lambda r: (-int(r["priority"]), int(r["seq"])))
-    return [claim(r) for r in ordered]
-
-
 CLAIM_COLUMNS = ("id", "job_id", "queue", "task", "args", "key", "attempts", "max_attempts",
                  "timeout_s", "lease_token", "created_at", "headers", "priority", "seq")
 """What a claiming statement returns, in this order, for :func:`claims_of_tuples`."""
@@ -133,6 +110,12 @@ def claims_of_tuples(found: Iterable[Sequence[Any]]) -> list[Claim]:
     return [Claim(str(r[0]), str(r[1]), r[2], r[3], _json(r[4], {}), r[5], int(r[6]), int(r[7]),
                   r[8], int(r[9]), _time(r[10]) or 0.0, _json(r[11], {}))
             for r in ordered]
+
+
+def claims_in_order(found: Iterable[Row]) -> list[Claim]:
+    """Claims by priority (high first), then submission order, from rows read by column
+    name (dict rows)."""
+    return claims_of_tuples([tuple(r[c] for c in CLAIM_COLUMNS) for r in found])
 
 
 def task_info(row: Row) -> TaskInfo:
