@@ -105,6 +105,13 @@ class Config:
     worker_timeout_s: float = 15.0
     """A worker not heard from for this long is marked gone and its leases are freed."""
     claim_batch: int = 256
+    claim_ahead: int = 256
+    """Operations a worker keeps claimed ahead of its free slots, waiting to start: its
+    next claim is written while the attempts it has are running, and a slot that frees
+    takes a waiting operation at once. Each holds a lease (renewed like the running ones);
+    on stop they are released unstarted. Lower it when tasks are long and several workers
+    share a queue (a worker's waiting operations are not available to the others); 0
+    claims only for free slots."""
     outcome_linger_s: float = 0.1
     """While the process pool is saturated (calls wait for a child), finished outcomes wait
     up to this long to share one write with others (32 at most), so the worker's own
@@ -191,6 +198,8 @@ class Config:
         kafka_client_options(self)  # raises on a malformed entry or an unreadable file
         if self.concurrency < 1 or self.processes < 1 or self.claim_batch < 1:
             raise ConfigError("concurrency, processes and claim_batch must be at least 1")
+        if self.claim_ahead < 0:
+            raise ConfigError("claim_ahead must be 0 or more")
         if self.lease_s <= 0 or self.poll_s <= 0:
             raise ConfigError("lease_s and poll_s must be positive")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):

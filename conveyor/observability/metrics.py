@@ -74,7 +74,9 @@ class Metrics:
             "Time from submission to the start of the first attempt.", ["queue"],
             LATENCY_BUCKETS_S, r)
         self.in_flight = Gauge(
-            "conveyor_operations_in_flight", "Operations this worker is running.", ["queue"],
+            "conveyor_operations_in_flight",
+            "Operations this worker holds leases of: running, waiting to start, or being recorded.",
+            ["queue"],
             registry=r)
         self.queue_operations = Gauge(
             "conveyor_queue_operations", "Operations in the store by queue and state.",

@@ -13,8 +13,14 @@ Guarantees, with the store's fencing:
   counts while its outcome is being written, so the next claim overlaps that write (the
   store merges both into one transaction); at most ``concurrency`` more leases are held
   by finished attempts awaiting their record.
-* On stop, no new work is taken; in-flight operations get ``shutdown_grace_s`` to finish,
-  the rest are interrupted and their leases released, so they run again at once elsewhere.
+* Up to ``claim_ahead`` more operations are claimed ahead and wait, in claim order, for a
+  free slot: the next claim is written while the attempts on hand run, and a slot that
+  frees starts a waiting operation without a round trip. Their leases are renewed like
+  the running ones; a waiting operation whose job is cancelled is recorded cancelled
+  without running, one whose lease was lost is dropped.
+* On stop, no new work is taken and waiting operations are released unstarted; in-flight
+  operations get ``shutdown_grace_s`` to finish, the rest are interrupted and their
+  leases released, so they run again at once elsewhere.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from .. import __version__
@@ -99,6 +106,8 @@ class Worker:
         self.pool: ProcessPool | None = None
         self._inflight: dict[str, _InFlight] = {}
         self._running = 0  # attempts started and not finished (outcome not yet known)
+        self._waiting: deque[_InFlight] = deque()  # claimed ahead, not started, in order
+        self._start_soon = False  # a call of _start is scheduled
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[Outcome, Claim]] = []
@@ -193,10 +202,12 @@ class Worker:
 
     # receiving -------------------------------------------------------------------------
     def _free(self) -> int:
-        """Attempts this worker may start now: ``concurrency`` running at most, and at most
-        ``2 * concurrency`` leases held (running plus finished awaiting their record)."""
-        c = self.config.concurrency
-        return min(c - self._running, 2 * c - len(self._inflight))
+        """Operations this worker may claim now: ``concurrency`` running plus
+        ``claim_ahead`` waiting at most, and at most ``2 * concurrency + claim_ahead``
+        leases held (those, plus finished attempts awaiting their record)."""
+        c, ahead = self.config.concurrency, self.config.claim_ahead
+        return min(c + ahead - self._running - len(self._waiting),
+                   2 * c + ahead - len(self._inflight))
 
     async def _receive_loop(self) -> None:
         backoff_s = 0.2
@@ -205,7 +216,7 @@ class Worker:
         refill = max(1, min(self.config.concurrency, self.config.claim_batch) // 4)
         while not self._stopping.is_set():
             free = self._free()
-            if free < refill and (free <= 0 or self._running > 0):
+            if free < refill and (free <= 0 or self._running + len(self._waiting) > 0):
                 self._capacity.clear()
                 await self._capacity.wait()
                 continue
@@ -220,31 +231,55 @@ class Worker:
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
             if claims:
-                self._start(claims)
+                self._take(claims)
+                self._start()
 
-    def _start(self, claims: list[Claim]) -> None:
-        now_s = time.time()
-        # One loop lookup per batch: on Python 3.11 each lookup is a getpid() system call.
-        loop = asyncio.get_running_loop()
+    def _take(self, claims: list[Claim]) -> None:
+        """Hold these leases: each operation waits in line for a slot."""
         per_task: dict[tuple[str, str], int] = {}
         for claim in claims:
             entry = _InFlight(claim)
             self._inflight[claim.op_id] = entry
+            self._waiting.append(entry)
+            k = (claim.queue, claim.task)
+            per_task[k] = per_task.get(k, 0) + 1
+        for (queue, task), n in per_task.items():
+            self.metrics.for_task(queue, task).in_flight.inc(n)
+
+    def _start(self) -> None:
+        """Start waiting operations, oldest first, in the slots free now."""
+        self._start_soon = False
+        free = self.config.concurrency - self._running
+        if free <= 0 or not self._waiting or self._stopping.is_set():
+            return
+        now_s, started_s = time.time(), time.monotonic()
+        # One loop lookup per batch: on Python 3.11 each lookup is a getpid() system call.
+        loop = asyncio.get_running_loop()
+        per_task: dict[tuple[str, str], int] = {}
+        n = 0
+        while n < free and self._waiting:
+            entry = self._waiting.popleft()
+            claim = entry.claim
+            if self._inflight.get(claim.op_id) is not entry:
+                continue  # its lease was lost and it was claimed again: that claim runs it
+            n += 1
+            entry.started_s = started_s
             entry.task = loop.create_task(self._attempt(entry))
             k = (claim.queue, claim.task)
             per_task[k] = per_task.get(k, 0) + 1
             if claim.attempt == 1:
                 self.metrics.for_task(*k).start_latency.observe(
                     max(0.0, now_s - claim.created_at))
-        for (queue, task), n in per_task.items():
-            m = self.metrics.for_task(queue, task)
-            m.started.inc(n)
-            m.in_flight.inc(n)
-        self._running += len(claims)
-        self.counters.started += len(claims)
+        for (queue, task), count in per_task.items():
+            self.metrics.for_task(queue, task).started.inc(count)
+        self._running += n
+        self.counters.started += n
 
     async def _drain(self) -> None:
-        """Shutdown: let in-flight work finish within the grace period, release the rest."""
+        """Shutdown: release what never started, let in-flight work finish within the grace
+        period, release the rest."""
+        waiting, self._waiting = list(self._waiting), deque()
+        await self._release([e.claim for e in waiting], "waiting")
         tasks = [e.task for e in self._inflight.values() if e.task is not None]
         if tasks:
             log.info("waiting up to %.0f s for %d operations", self.config.shutdown_grace_s,
@@ -258,14 +293,20 @@ class Worker:
             if entry.task is not None:
                 entry.task.cancel()
         await asyncio.gather(*(e.task for e in leftover if e.task), return_exceptions=True)
-        if leftover:
-            claims = [e.claim for e in leftover]
-            try:
-                released = await self.store.release([Lease(c.op_id, c.lease_token) for c in claims])
-                await self.transport.ack(claims)
-                log.info("released %d operations to run again elsewhere", released)
-            except StoreUnavailable as exc:
-                log.warning("could not release leases (%s); they expire by themselves", exc)
+        await self._release([e.claim for e in leftover], "interrupted")
+
+    async def _release(self, claims: list[Claim], what: str) -> None:
+        """Give these leases back so the operations run again at once, elsewhere."""
+        if not claims:
+            return
+        for claim in claims:
+            self._finish(claim.op_id)
+        try:
+            released = await self.store.release([Lease(c.op_id, c.lease_token) for c in claims])
+            await self.transport.ack(claims)
+            log.info("released %d %s operations to run again elsewhere", released, what)
+        except StoreUnavailable as exc:
+            log.warning("could not release leases (%s); they expire by themselves", exc)
 
     # running one attempt ---------------------------------------------------------------
     async def _attempt(self, entry: _InFlight) -> None:
@@ -289,6 +330,10 @@ class Worker:
         finally:
             self._running -= 1
             self._capacity.set()
+            if self._waiting and not self._start_soon:
+                # Once per loop turn, for every slot freed in it: starts are batched.
+                self._start_soon = True
+                asyncio.get_running_loop().call_soon(self._start)
 
     async def _run_attempt(self, entry: _InFlight) -> Outcome | None:
         """The attempt's outcome, or None when it was interrupted without one (lost lease,
@@ -465,11 +510,33 @@ class Worker:
             except StoreUnavailable as exc:
                 log.warning("heartbeat failed (%s)", exc)
                 continue
+            lost: list[_InFlight] = []
+            cancelled: list[_InFlight] = []
             for entry, state in zip(entries, states, strict=True):
-                if not state.held:
+                if entry.task is None:  # still waiting: settled without running
+                    if not state.held:
+                        lost.append(entry)
+                    elif state.cancel_requested:
+                        cancelled.append(entry)
+                elif not state.held:
                     self._interrupt(entry, "lost")
                 elif state.cancel_requested:
                     self._interrupt(entry, "cancelled")
+            if lost or cancelled:
+                await self._settle_waiting(lost, cancelled)
+
+    async def _settle_waiting(self, lost: list[_InFlight], cancelled: list[_InFlight]) -> None:
+        """Take waiting operations out of line: a cancelled one's outcome is recorded, one
+        whose lease was lost is the store's again (and is re-dispatched by it)."""
+        gone = {id(e) for e in (*lost, *cancelled)}
+        self._waiting = deque(e for e in self._waiting if id(e) not in gone)
+        for entry in cancelled:
+            self._record(Outcome.cancelled(entry.claim), entry.claim)
+        for entry in lost:
+            self._finish(entry.claim.op_id)
+        if lost:
+            await self.transport.ack([e.claim for e in lost])
+            await self.transport.wake()
 
     @staticmethod
     def _interrupt(entry: _InFlight, reason: str) -> None:

@@ -10,6 +10,7 @@ only after that transaction committed. Under load this turns many fsyncs into on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from ...model import OpStatus
 from ..sqlfile import load_blocks
 
 T = TypeVar("T")
+_Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 ENDED = frozenset(s.value for s in OpStatus if s.terminal)
 SQL = load_blocks(__package__ + ".sql", "queries.sql")
 
@@ -76,9 +78,9 @@ class SQLiteCore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-w")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite-r")
         self._local = threading.local()
-        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._flushing = False
-        self._flush_task: asyncio.Task[None] | None = None
+        self._pending: list[_Call] = []
+        self._pending_lock = threading.Lock()
+        self._writing = False  # the writer thread runs _write_groups (under _pending_lock)
 
     # connections -----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -102,41 +104,47 @@ class SQLiteCore:
             raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in the next group transaction; return once committed."""
+        """Run ``fn(conn, *args)`` in the next group transaction; return once committed.
+
+        The writer thread takes the calls itself: when a group commits it starts the next
+        with every call made meanwhile, without a turn of the event loop (which may be
+        busy running the attempts it just claimed), and hands the answers back to it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, args, future))
-        if not self._flushing:
-            self._flushing = True
-            self._flush_task = loop.create_task(self._flush())
+        with self._pending_lock:
+            self._pending.append((fn, args, future))
+            idle, self._writing = not self._writing, True
+        if idle:
+            self._writer.submit(self._write_groups, loop)
         return await future
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
+    def _write_groups(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer thread: one group transaction after the other until no call waits."""
+        while True:
+            with self._pending_lock:
                 batch, self._pending = self._pending, []
-                try:
-                    answers = await self._run(self._writer, self._group, batch)
-                except BaseException as exc:  # the commit failed: every caller learns it
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, _, future), (ok, value) in zip(batch, answers, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    elif isinstance(value, sqlite3.OperationalError):
-                        future.set_exception(StoreUnavailable(f"SQLite at {self.path}: {value}"))
-                    else:
-                        future.set_exception(value)
-        finally:
-            self._flushing = False
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                answers: list[tuple[bool, Any]] = self._group(batch)
+            except BaseException as exc:  # the commit failed: every caller learns it
+                answers = [(False, exc)] * len(batch)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for them
+                loop.call_soon_threadsafe(self._answer, batch, answers)
 
-    def _group(
-        self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
-    ) -> list[tuple[bool, Any]]:
+    def _answer(self, batch: list[_Call], answers: list[tuple[bool, Any]]) -> None:
+        for (_, _, future), (ok, value) in zip(batch, answers, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, sqlite3.OperationalError):
+                future.set_exception(StoreUnavailable(f"SQLite at {self.path}: {value}"))
+            else:
+                future.set_exception(value)
+
+    def _group(self, batch: list[_Call]) -> list[tuple[bool, Any]]:
         """One transaction for the whole batch, one savepoint per call."""
         if len(batch) == 1:
             fn, args, _ = batch[0]
