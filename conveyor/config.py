@@ -105,13 +105,14 @@ class Config:
     worker_timeout_s: float = 15.0
     """A worker not heard from for this long is marked gone and its leases are freed."""
     claim_batch: int = 256
-    claim_ahead: int = 256
+    claim_ahead: int = 0
     """Operations a worker keeps claimed ahead of its free slots, waiting to start: its
-    next claim is written while the attempts it has are running, and a slot that frees
-    takes a waiting operation at once. Each holds a lease (renewed like the running ones);
-    on stop they are released unstarted. Lower it when tasks are long and several workers
-    share a queue (a worker's waiting operations are not available to the others); 0
-    claims only for free slots."""
+    next claim is written while the attempts it has run, and a slot that frees takes a
+    waiting operation at once (more throughput for short tasks). Each holds a lease,
+    renewed like the running ones, and its claim counts as an attempt; on stop they are
+    released unstarted. A worker killed while holding them costs each an attempt: they
+    run again once their leases expire, and one on its last attempt ends ``dead``
+    (``LeaseExpired``) without having run, as a running one does. Off (0) by default."""
     outcome_linger_s: float = 0.1
     """While the process pool is saturated (calls wait for a child), finished outcomes wait
     up to this long to share one write with others (32 at most), so the worker's own
