@@ -531,8 +531,10 @@ class Worker:
         gone = {id(e) for e in (*lost, *cancelled)}
         self._waiting = deque(e for e in self._waiting if id(e) not in gone)
         for entry in cancelled:
+            entry.interrupt = "cancelled"  # settled: later heartbeats leave it alone
             self._record(Outcome.cancelled(entry.claim), entry.claim)
         for entry in lost:
+            entry.interrupt = "lost"
             self._finish(entry.claim.op_id)
         if lost:
             await self.transport.ack([e.claim for e in lost])

@@ -108,14 +108,16 @@ async def test_a_waiting_operation_cancelled_is_recorded_without_running(
 ) -> None:
     jobs = [_job(0), _job(1)]
     async with _worker(tmp_path, jobs, concurrency=1, claim_ahead=1,
-                       lease_s=0.6) as (store, _, _):
+                       lease_s=0.6) as (store, worker, _):
         await _until(lambda: _has(store, jobs, OpStatus.RUNNING, 2))
         assert await store.cancel_jobs([jobs[1].id]) == [jobs[1].id]
         # Settled by the next heartbeat (every 0.2 s) while the first still runs.
         await _until(lambda: _job_is(store, jobs[1], JobStatus.CANCELLED))
         assert GATE.started == [0]
+        await asyncio.sleep(0.5)  # later heartbeats leave the settled operation alone
         GATE.open.set()
         await _until(lambda: _job_is(store, jobs[0], JobStatus.SUCCEEDED))
+        assert (worker.counters.cancelled, worker.counters.fenced_out) == (1, 0)
     assert GATE.started == [0]
 
 
