@@ -8,10 +8,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from conveyor.store.sqlite import SQLiteStore
 from conveyor.testing.contract_support import job
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "writer.db")
+    await opened.migrate()
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 def _stored(path: Path, job_id: str) -> bool:
@@ -19,51 +31,32 @@ def _stored(path: Path, job_id: str) -> bool:
         return conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is not None
 
 
-async def test_writes_commit_while_the_event_loop_is_busy(tmp_path: Path) -> None:
-    path = tmp_path / "writer.db"
-    store = SQLiteStore(path)
-    await store.migrate()
-    await store.open()
-    try:
-        first, second = job("t.a"), job("t.a")
-        answers = [asyncio.ensure_future(store.insert_jobs([j])) for j in (first, second)]
-        await asyncio.sleep(0)  # both calls are made; the first group has started
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not _stored(path, second.id):
-            time.sleep(0.01)  # blocks the event loop: it takes no turn meanwhile
-        assert _stored(path, first.id) and _stored(path, second.id)
-        assert [a.job_id for [a] in await asyncio.gather(*answers)] == [first.id, second.id]
-    finally:
-        await store.close()
+async def test_writes_commit_while_the_event_loop_is_busy(store: SQLiteStore) -> None:
+    first, second = job("t.a"), job("t.a")
+    answers = [asyncio.ensure_future(store.insert_jobs([j])) for j in (first, second)]
+    await asyncio.sleep(0)  # both calls are made; the first group has started
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and not _stored(store.path, second.id):
+        time.sleep(0.01)  # blocks the event loop: it takes no turn meanwhile
+    assert _stored(store.path, first.id) and _stored(store.path, second.id)
+    assert [a.job_id for [a] in await asyncio.gather(*answers)] == [first.id, second.id]
 
 
-async def test_a_failing_call_fails_only_its_caller(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "writer.db")
-    await store.migrate()
-    await store.open()
-    try:
-        taken, other = job("t.a"), job("t.a")
-        await store.insert_jobs([taken])
-        results = await asyncio.gather(
-            store.insert_jobs([job("t.a")]), store.insert_jobs([taken]),  # an id that exists
-            store.insert_jobs([other]), return_exceptions=True)
-        assert isinstance(results[1], sqlite3.IntegrityError)
-        assert not isinstance(results[0], BaseException)
-        assert not isinstance(results[2], BaseException) and results[2][0].job_id == other.id
-        assert [j.id for j in await store.get_jobs([other.id])] == [other.id]
-    finally:
-        await store.close()
+async def test_a_failing_call_fails_only_its_caller(store: SQLiteStore) -> None:
+    taken, other = job("t.a"), job("t.a")
+    await store.insert_jobs([taken])
+    results = await asyncio.gather(
+        store.insert_jobs([job("t.a")]), store.insert_jobs([taken]),  # an id that exists
+        store.insert_jobs([other]), return_exceptions=True)
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert not isinstance(results[0], BaseException)
+    assert not isinstance(results[2], BaseException) and results[2][0].job_id == other.id
+    assert [j.id for j in await store.get_jobs([other.id])] == [other.id]
 
 
-async def test_answers_reach_callers_after_many_groups(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "writer.db")
-    await store.migrate()
-    await store.open()
-    try:
-        jobs = [job("t.a") for _ in range(300)]
-        answers = await asyncio.gather(*(store.insert_jobs([j]) for j in jobs))
-        assert [a.job_id for [a] in answers] == [j.id for j in jobs]
-        assert len(await store.get_jobs([j.id for j in jobs])) == 300
-    finally:
-        await store.close()
+async def test_answers_reach_callers_after_many_groups(store: SQLiteStore) -> None:
+    jobs = [job("t.a") for _ in range(300)]
+    answers = await asyncio.gather(*(store.insert_jobs([j]) for j in jobs))
+    assert [a.job_id for [a] in answers] == [j.id for j in jobs]
+    assert len(await store.get_jobs([j.id for j in jobs])) == 300
 
