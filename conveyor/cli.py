@@ -34,6 +34,10 @@ QueuesOpt = Annotated[str | None, typer.Option(
     "--queues", help="Comma-separated queues to serve (CONVEYOR_QUEUES)")]
 ConcurrencyOpt = Annotated[int | None, typer.Option(
     "--concurrency", help="Operations in flight per worker (CONVEYOR_CONCURRENCY)")]
+ClaimAheadOpt = Annotated[int | None, typer.Option(
+    "--claim-ahead", help="Operations claimed beyond free slots, waiting to start; more "
+    "throughput for short tasks, but a killed worker costs each an attempt "
+    "(CONVEYOR_CLAIM_AHEAD, default 0)")]
 ProcessesOpt = Annotated[int | None, typer.Option(
     "--processes", help="Process pool size for def tasks (CONVEYOR_PROCESSES)")]
 TransportOpt = Annotated[str | None, typer.Option(
@@ -108,10 +112,12 @@ def serve(store: StoreOpt = None, host: HostOpt = None, port: PortOpt = None,
           transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
           kafka_partitions: PartitionsOpt = None, kafka_topic_prefix: PrefixOpt = None,
           relay: RelayOpt = None, kafka_option: KafkaOptionOpt = None,
-          kafka_options_file: KafkaOptionsFileOpt = None) -> None:
+          kafka_options_file: KafkaOptionsFileOpt = None,
+          claim_ahead: ClaimAheadOpt = None) -> None:
     """Run the API and a worker in one process (the embedded tier: SQLite by default)."""
     config = _config(store=store, host=host, port=port, tasks=_split(tasks),
                      queues=_split(queues), concurrency=concurrency, processes=processes,
+                     claim_ahead=claim_ahead,
                      transport=transport, kafka_bootstrap=kafka_bootstrap,
                      kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
                      relay_in_process=relay, kafka_options=kafka_option or None,
@@ -141,10 +147,12 @@ def worker(store: StoreOpt = None, tasks: TasksOpt = None, queues: QueuesOpt = N
            transport: TransportOpt = None, kafka_bootstrap: KafkaOpt = None,
            metrics_port: MetricsPortOpt = None, kafka_partitions: PartitionsOpt = None,
            kafka_topic_prefix: PrefixOpt = None, kafka_option: KafkaOptionOpt = None,
-           kafka_options_file: KafkaOptionsFileOpt = None) -> None:
+           kafka_options_file: KafkaOptionsFileOpt = None,
+           claim_ahead: ClaimAheadOpt = None) -> None:
     """Run a worker only."""
     config = _config(store=store, tasks=_split(tasks), queues=_split(queues),
                      concurrency=concurrency, processes=processes, transport=transport,
+                     claim_ahead=claim_ahead,
                      kafka_bootstrap=kafka_bootstrap, metrics_port=metrics_port,
                      kafka_partitions=kafka_partitions, kafka_topic_prefix=kafka_topic_prefix,
                      kafka_options=kafka_option or None,

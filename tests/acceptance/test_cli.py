@@ -78,7 +78,9 @@ def test_clear_errors_without_tracebacks(server) -> None:
     assert down.returncode == 1 and "cannot reach Conveyor" in down.stderr
     bad_store = cli("migrate", "--store", "nosuch://x")
     assert bad_store.returncode == 1 and "unknown store URL" in bad_store.stderr
-    for result in (bad_json, unknown, missing, down, bad_store):
+    bad_ahead = cli("worker", "--claim-ahead", "-1")
+    assert bad_ahead.returncode == 2 and "claim_ahead must be 0 or more" in bad_ahead.stderr
+    for result in (bad_json, unknown, missing, down, bad_store, bad_ahead):
         assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -19,8 +19,9 @@ OPS = 500
 def test_kill9_mid_run_loses_nothing_and_records_once(tmp_path: Path, claim_ahead: int) -> None:
     record_log = tmp_path / "executions.log"
     env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": "2",
-           "CONVEYOR_RESCUE_INTERVAL_S": "0.5", "CONVEYOR_CLAIM_AHEAD": str(claim_ahead)}
-    args = ("--tasks", "conveyor_test_tasks", "--concurrency", "25")
+           "CONVEYOR_RESCUE_INTERVAL_S": "0.5"}
+    args = ("--tasks", "conveyor_test_tasks", "--concurrency", "25",
+            "--claim-ahead", str(claim_ahead))
     first = serve(tmp_path, *args, env=env, name="first")
     jobs = [{"task": "test.record", "args": {"n": i, "sleep_s": 0.1}} for i in range(OPS)]
     answer = httpx.post(f"{first.url}/v1/jobs/batch", json={"jobs": jobs}, timeout=30)
