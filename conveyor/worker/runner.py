@@ -299,7 +299,7 @@ class Worker:
         """Give these leases back so the operations run again at once, elsewhere."""
         if not claims:
             return
-        for claim in claims:
+        for claim in claims:  # no longer held here (a no-op for attempts that ended)
             self._finish(claim.op_id)
         try:
             released = await self.store.release([Lease(c.op_id, c.lease_token) for c in claims])
@@ -353,11 +353,7 @@ class Worker:
                 if entry.interrupt is None:
                     raise
                 if entry.interrupt == "lost":
-                    # The store owns the operation again (and re-dispatches it): done
-                    # with its delivery here. A Kafka message left open would hold back
-                    # every later message of its key, the re-dispatched one included.
-                    await self.transport.ack([claim])
-                    await self.transport.wake()
+                    await self._lost([claim])
                 return None
         except PoolTaskError as exc:
             outcome = self._failed(claim, exc.failure)
@@ -537,8 +533,14 @@ class Worker:
             entry.interrupt = "lost"
             self._finish(entry.claim.op_id)
         if lost:
-            await self.transport.ack([e.claim for e in lost])
-            await self.transport.wake()
+            await self._lost([e.claim for e in lost])
+
+    async def _lost(self, claims: list[Claim]) -> None:
+        """The store owns these operations again (and re-dispatches them): done with their
+        delivery here. A Kafka message left open would hold back every later message of
+        its key, the re-dispatched one included."""
+        await self.transport.ack(claims)
+        await self.transport.wake()
 
     @staticmethod
     def _interrupt(entry: _InFlight, reason: str) -> None:
