@@ -13,9 +13,19 @@ import random
 import time
 from collections import defaultdict
 
+import psycopg
 import pytest
 
-from conveyor.model import Lease, OpFilter, OpStatus, Outcome, OutcomeKind
+from conveyor.model import (
+    ErrorInfo,
+    JobStatus,
+    Lease,
+    NewJob,
+    OpFilter,
+    OpStatus,
+    Outcome,
+    OutcomeKind,
+)
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.contract_support import eventually, job, op
 from conveyor.transport.store import StoreTransport
@@ -28,20 +38,22 @@ OPS_PER_KEY = 30
 CLAIMERS = 8
 
 
+@pytest.mark.parametrize("free_per_round", [0, 20], ids=["keyed", "keyed-and-free"])
 async def test_many_claimers_keep_per_key_order_and_claim_once(
-    pg_store: PostgresStore, pg_url: str
+    pg_store: PostgresStore, pg_url: str, free_per_round: int
 ) -> None:
     """8 claimers (each its own pool) and 2 submitters (each its own group-committing
     store) work at once: no key ever has two operations leased together, every operation
     is claimed exactly once, and each key's operations ran in submission order (by the
-    database's own timestamps)."""
+    database's own timestamps). With operations without a key among them, claims switch
+    between the one-statement head and the key-locked path as the head changes."""
     stores = [PostgresStore(pg_url, max_size=2) for _ in range(CLAIMERS + 2)]
     for s in stores:
         await s.open()
     submitters, claimers = stores[:2], stores[2:]
     # Half the work is there before claiming starts; the rest arrives meanwhile. Each
     # key is submitted by one submitter, in order, so seq order is submission order.
-    expected = KEYS * OPS_PER_KEY
+    expected = (KEYS + 2 * free_per_round) * OPS_PER_KEY
     held: dict[str, str] = {}
     claimed: list[str] = []
     violations: list[str] = []
@@ -50,6 +62,8 @@ async def test_many_claimers_keep_per_key_order_and_claim_once(
     async def submit(store: PostgresStore, keys: list[str], rounds: range) -> None:
         for r in rounds:
             batch = [job(op("t.k", key=k, args={"n": r})) for k in keys]
+            batch += [job(op("t.free", args={"n": r})) for _ in range(free_per_round)]
+            random.shuffle(batch)  # one operation per key a round: its order stays
             for i in range(0, len(batch), 7):
                 await store.insert_jobs(batch[i:i + 7])
 
@@ -60,11 +74,12 @@ async def test_many_claimers_keep_per_key_order_and_claim_once(
                 await asyncio.sleep(0.002)
                 continue
             for c in claims:
-                assert c.key is not None
+                claimed.append(c.op_id)
+                if c.key is None:
+                    continue
                 if c.key in held:
                     violations.append(f"{c.key}: {c.op_id} while {held[c.key]} is held")
                 held[c.key] = c.op_id
-                claimed.append(c.op_id)
             await asyncio.sleep(random.uniform(0, 0.003))
             for c in claims:  # let go before the outcome commits: a strict check
                 held.pop(c.key or "", None)
@@ -98,7 +113,9 @@ async def test_many_claimers_keep_per_key_order_and_claim_once(
     assert all(o.status is OpStatus.SUCCEEDED and o.attempts == 1 for o in ops)
     by_key: dict[str, list] = defaultdict(list)
     for o in sorted(ops, key=lambda o: o.seq):
-        by_key[o.key or ""].append(o)
+        if o.key is not None:
+            by_key[o.key].append(o)
+    assert len(by_key) == KEYS
     for key, in_order in by_key.items():
         assert [o.args["n"] for o in in_order] == list(range(OPS_PER_KEY)), key
         for earlier, later in itertools.pairwise(in_order):
@@ -143,6 +160,45 @@ async def test_replay_racing_claims_never_runs_a_key_twice(pg_store: PostgresSto
                 OpFilter(job_id=second.id)))
     finally:
         await other.close()
+
+
+async def test_outcomes_end_every_job_and_notify_what_may_be_ready(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """Outcome batches go from the one-statement record (jobs of one operation) to the
+    transaction that derives a larger job's status and back: each job ends as its
+    operations did, and exactly the batches with a keyed end or a retry notify the queue
+    (at commit, once per transaction)."""
+    one, keyed, retried = job(op("t.one")), job(op("t.keyed", key="k")), job(op("t.retried"))
+    pair = job(op("t.first"), op("t.second"))
+    await pg_store.insert_jobs([one, pair, keyed, retried])
+    claims = {c.task: c for c in await pg_store.claim(["default"], "w", 10, 30.0)}
+    assert sorted(claims) == ["t.first", "t.keyed", "t.one", "t.retried", "t.second"]
+
+    async def status(j: NewJob) -> JobStatus:
+        [found] = await pg_store.get_jobs([j.id])
+        return found.status
+
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as listener:
+        await listener.execute("LISTEN conveyor_ready")
+        assert await pg_store.complete_many([Outcome.succeeded(claims["t.one"], 1)]) == [True]
+        assert await status(one) is JobStatus.SUCCEEDED
+        assert await pg_store.complete_many([Outcome.succeeded(claims["t.first"], 2),
+                                             Outcome.succeeded(claims["t.keyed"], 3)]) == [
+            True, True]
+        assert (await status(pair), await status(keyed)) == (JobStatus.RUNNING,
+                                                              JobStatus.SUCCEEDED)
+        assert await pg_store.complete_many([Outcome.retry(
+            claims["t.retried"], ErrorInfo("E", "again"), 60.0)]) == [True]
+        assert await status(retried) is JobStatus.RUNNING
+        assert await pg_store.complete_many([Outcome.succeeded(claims["t.second"], 4),
+                                             Outcome.succeeded(claims["t.one"], 5)]) == [
+            True, False]  # the second lease of t.one was recorded already
+        assert await status(pair) is JobStatus.SUCCEEDED
+        payloads = [n.payload async for n in listener.notifies(timeout=1.0)]
+    assert payloads == ["default", "default"]  # the keyed end, then the retry
+    [first, second] = await pg_store.list_operations(OpFilter(job_id=pair.id))
+    assert (first.result, second.result) == (2, 4)
 
 
 async def test_notify_wakes_an_idle_worker_in_milliseconds(pg_store: PostgresStore,

@@ -21,6 +21,7 @@ import psycopg
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.postgres.core import SQL
 from conveyor.store.postgres.outbox import OUTBOX_SQL
+from conveyor.store.rows import JOB_STATUS_OF_SINGLE
 from tests.support.pg_fixtures import pg_database, pg_store, pg_url
 
 __all__ = ["pg_database", "pg_store", "pg_url"]
@@ -79,35 +80,48 @@ async def test_batch_statements_find_rows_by_key_despite_stale_statistics(
                 "seqs": seqs, "worker_id": "w", "lease_s": 30.0}),
             "claim_ids": _indexes(conn, SQL["claim_ids"], {
                 "ids": op_ids, "worker_id": "w", "lease_s": 30.0}),
+            "claim_head": _indexes(conn, SQL["claim_head"], {
+                "queue": "q", "limit": 100, "worker_id": "w", "lease_s": 30.0}),
             "delivered_candidates": _indexes(conn, OUTBOX_SQL["delivered_candidates"],
                                              {"ids": op_ids}),
         }
     running = {"op_ids": op_ids, "tokens": [1] * 100}
     with psycopg.connect(pg_url, autocommit=True) as conn:
         plans |= {
-            "complete_many": _indexes(conn, SQL["complete_many"], {
-                **running, "kinds": ["succeeded"] * 100, "results": ["null"] * 100,
-                "errors": [None] * 100, "retry_in_s": [0.0] * 100}),
+            "complete_many": _indexes(conn, SQL["complete_many"], _outcomes(
+                running, single_only=True)),
             "extend_leases": _indexes(conn, SQL["extend_leases"], {**running, "lease_s": 30.0}),
             "release": _indexes(conn, SQL["release"], {"op_id": op_ids[0], "lease_token": 1}),
             "cancel_running": _indexes(conn, SQL["cancel_running"], {"ids": job_ids}),
             "refresh_job_status": _indexes(conn, SQL["refresh_job_status"], {"ids": job_ids}),
-            "end_single_jobs": _indexes(conn, SQL["end_single_jobs"], {
-                "ids": job_ids, "statuses": ["succeeded"] * 100}),
         }
     for name in ("complete_many", "extend_leases", "release"):
         assert "operations_id_key" in plans[name], (name, plans[name])
         assert "operations_leases" not in plans[name], (name, plans[name])
     assert "operations_job" in plans["cancel_running"]
     assert {"operations_job", "jobs_pkey"} <= plans["refresh_job_status"]
-    assert "jobs_pkey" in plans["end_single_jobs"]
+    assert "jobs_pkey" in plans["complete_many"]  # the end of jobs of one operation
     assert "jobs_pkey" in plans["mark_jobs_running"]
     assert "operations_pkey" in plans["claim_update"]
     assert "operations_id_key" in plans["claim_ids"]
     assert "operations_id_key" in plans["delivered_candidates"]
+    # The one-statement claim reads the ready order (its head), and its jobs by key.
+    assert "operations_ready" in plans["claim_head"]
+    assert "jobs_pkey" in plans["claim_head"]
+    assert "Seq Scan on jobs" not in plans["claim_head"]
     for name, indexes in plans.items():
-        assert not indexes & {"jobs_status", "operations_ready", "operations_status"}, (
+        allowed = {"operations_ready"} if name == "claim_head" else set()
+        assert not indexes & {"jobs_status", "operations_ready", "operations_status"} - allowed, (
             name, indexes)
+
+
+def _outcomes(running: dict[str, list[Any]], *, single_only: bool) -> dict[str, Any]:
+    """``complete_many``'s parameters: each of ``running``'s leases succeeded."""
+    n = len(running["op_ids"])
+    return {**running, "kinds": ["succeeded"] * n, "results": ["null"] * n,
+            "errors": [None] * n, "retry_in_s": [0.0] * n, "single_only": single_only,
+            "single_op": list(JOB_STATUS_OF_SINGLE), "single_job": list(
+                JOB_STATUS_OF_SINGLE.values())}
 
 
 def _list_params(**given: Any) -> dict[str, Any]:
@@ -135,9 +149,15 @@ async def test_job_status_changes_are_hot_updates(pg_store: PostgresStore, pg_ur
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO jobs SELECT 'j' || g, 't', 'q', 'queued', '{}', '{}', "
                      "NULL, NULL, now() FROM generate_series(1, 200) g")
+        conn.execute("INSERT INTO operations (id, job_id, tenant, queue, task, args, "
+                     "priority, status, max_attempts, created_at, run_at, lease_token, job_ops) "
+                     "SELECT 'op' || g, 'j' || g, 't', 'q', 'sys.noop', '{}', 0, "
+                     "'running', 3, now(), now(), 1, 1 FROM generate_series(1, 200) g")
         ids = [f"j{g}" for g in range(1, 201)]
         conn.execute(SQL["mark_jobs_running"], {"ids": ids})
-        conn.execute(SQL["end_single_jobs"], {"ids": ids, "statuses": ["succeeded"] * 200})
+        running = {"op_ids": [f"op{g}" for g in range(1, 201)], "tokens": [1] * 200}
+        done = conn.execute(SQL["complete_many"], _outcomes(running, single_only=True))
+        assert len(done.fetchall()) == 200  # every job ended by the same statement
         conn.execute("SELECT pg_stat_force_next_flush()")
         conn.execute("SELECT 1")  # the flush happens at the end of the previous statement
         [(updated, hot)] = conn.execute(

@@ -138,16 +138,6 @@ CROSS JOIN LATERAL (
 WHERE jobs.id = k.id AND jobs.status <> s.status
   AND jobs.id = ANY(%(ids)b::text[]);  -- the job rows by key, whatever the table's size
 
--- name: end_single_jobs
--- A job of one operation ends as its operation did (model.job_status of one status):
--- nothing to derive and nothing to lock first, as the status follows from the outcome
--- just written under the operation's lease alone (a concurrent derivation, by a cancel,
--- waits for this row and computes the same).
-UPDATE jobs SET status = v.status
-FROM unnest(%(ids)b::text[], %(statuses)b::text[]) AS v(id, status)
-WHERE jobs.id = v.id AND jobs.status <> v.status
-  AND jobs.id = ANY(%(ids)b::text[]);  -- the job rows by key, whatever the table's size
-
 -- name: mark_jobs_running
 -- The status test is written `(...) IS TRUE` so it stays a filter: the rows are found by
 -- their key, never by a scan of a status index chosen on stale statistics (after a
@@ -156,6 +146,42 @@ WHERE jobs.id = v.id AND jobs.status <> v.status
 -- loop, took 30-80 ms for 256 outcomes instead of 8).
 UPDATE jobs SET status = 'running'
 WHERE id = ANY(%(ids)b::text[]) AND (status = 'queued') IS TRUE;
+
+-- name: claim_head
+-- A claim in one statement (so one transaction and one round trip) for the usual head of
+-- a queue: when no claimable operation in it has a key, lease them all and mark their
+-- jobs running. Row locks are all such operations need: FOR UPDATE SKIP LOCKED hands each
+-- row to one claimer and checks its status again on the row's latest version. When one
+-- of them has a key, lease nothing and answer `keyed`: the caller claims the queue with
+-- claim_candidates and claim_update, whose key locks and second snapshot keep the key's
+-- order. Always answers at least one row: the leased ones, or one of NULLs.
+WITH c AS MATERIALIZED (  -- claim_candidates' head, before its key locks
+    SELECT o.seq, o.key FROM operations o
+    WHERE o.queue = %(queue)s
+      AND o.status IN ('scheduled', 'queued', 'retrying')
+      AND o.run_at <= now()
+      AND (o.key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM operations p
+            WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
+              AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
+              AND (p.status = 'running' OR p.seq < o.seq)))
+    ORDER BY o.priority DESC, o.seq
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED),
+head AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM c WHERE c.key IS NOT NULL) AS keyed),
+leased AS (
+    UPDATE operations o
+    SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
+        worker_id = %(worker_id)s, started_at = clock_timestamp(),
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
+    FROM c
+    WHERE o.seq = c.seq AND NOT (SELECT keyed FROM head)
+    RETURNING o.id, o.job_id, o.queue, o.task, o.args, o.key, o.attempts, o.max_attempts,
+              o.timeout_s, o.lease_token, o.created_at, o.headers, o.priority, o.seq),
+running AS (  -- mark_jobs_running's rows, found by key the same way
+    UPDATE jobs SET status = 'running'
+    WHERE id = ANY(ARRAY(SELECT job_id FROM leased)) AND (status = 'queued') IS TRUE)
+SELECT l.*, h.keyed FROM head h LEFT JOIN leased l ON true;
 
 -- name: claim_candidates
 -- Step 1 of a claim: the head of the ready order of one queue, skipping rows other
@@ -236,12 +262,26 @@ RETURNING o.id, o.lease_token, o.cancel_requested;
 -- scan the table for "running" rows it believes are almost none (statistics taken
 -- while nothing ran) and, for each, scan the whole batch: 30-80 ms for 256 outcomes.
 -- The outcomes that end operations are added to the running totals.
+-- In the same statement: a job of one operation ends as its operation did (the map
+-- `single` from model.job_status of one status; nothing to derive or lock first, as the
+-- status follows from the outcome written under the operation's lease alone, and a
+-- concurrent derivation, by a cancel, waits for this row and computes the same); and a
+-- finished keyed operation or a retry notifies its queue, since the key's next
+-- operation may now be ready (delivered at commit).
+-- With `single_only`, the batch is recorded only if each of its operations is its job's
+-- only one, so the statement can be a transaction of its own; otherwise nothing changes
+-- and one row of NULLs answers `multi`: the caller runs it again without `single_only`
+-- in a transaction that derives the other jobs' statuses (refresh_job_status).
+-- The answer always has a row: the recorded outcomes, or one of NULLs.
 WITH v AS MATERIALIZED (
-    SELECT found.seq, v.*
+    SELECT found.seq, found.job_ops, v.*
     FROM unnest(%(op_ids)b::text[], %(tokens)b::bigint[], %(kinds)b::text[],
                 %(results)b::text[], %(errors)b::text[], %(retry_in_s)b::float8[])
          AS v(op_id, lease_token, kind, result, error, retry_in_s)
-    CROSS JOIN LATERAL (SELECT seq FROM operations WHERE id = v.op_id OFFSET 0) AS found),
+    CROSS JOIN LATERAL (SELECT seq, job_ops FROM operations WHERE id = v.op_id OFFSET 0)
+         AS found),
+batch AS MATERIALIZED (
+    SELECT %(single_only)s AND EXISTS (SELECT 1 FROM v WHERE v.job_ops <> 1) AS multi),
 done AS (
 UPDATE operations o
 SET status = CASE WHEN v.kind <> 'retry' THEN v.kind
@@ -256,6 +296,7 @@ SET status = CASE WHEN v.kind <> 'retry' THEN v.kind
 FROM v
 WHERE o.seq = v.seq AND o.lease_token = v.lease_token
   AND (o.status = 'running') IS TRUE  -- see mark_jobs_running
+  AND NOT (SELECT multi FROM batch)
 RETURNING o.id, v.lease_token, o.job_id, o.queue, o.key, v.kind, o.status, o.job_ops,
           o.tenant),
 counted AS (  -- the running totals of ended operations (006_op_totals.sql)
@@ -263,8 +304,19 @@ counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
     WHERE status IN ('succeeded', 'dead', 'cancelled')
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
-SELECT id, lease_token, job_id, queue, key, kind, status, job_ops FROM done;
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
+ended AS (
+    UPDATE jobs SET status = single.job_status
+    FROM done
+    JOIN unnest(%(single_op)s::text[], %(single_job)s::text[]) AS single(op_status, job_status)
+      ON single.op_status = done.status
+    WHERE jobs.id = done.job_id AND done.job_ops = 1 AND jobs.status <> single.job_status
+      AND jobs.id = ANY(ARRAY(SELECT job_id FROM done))),  -- the job rows by key
+notified AS (
+    SELECT count(pg_notify('conveyor_ready', q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM done WHERE key IS NOT NULL OR kind = 'retry') AS q)
+SELECT d.id, d.lease_token, d.job_id, d.queue, d.key, d.kind, d.status, d.job_ops, b.multi
+FROM batch b CROSS JOIN notified LEFT JOIN done d ON true;
 
 -- name: release
 -- Give a lease back without counting the attempt (a cancelled one ends cancelled, and
