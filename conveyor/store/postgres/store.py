@@ -40,7 +40,7 @@ from .keys import KeyMixin
 from .leases import LeaseMixin
 from .listener import Listener
 from .outbox import OutboxMixin
-from .submit import dumps, insert_jobs
+from .submit import dumps, insert_jobs, insert_new_jobs
 
 
 class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
@@ -58,7 +58,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
                          connect_timeout_s=connect_timeout_s,
                          acquire_timeout_s=acquire_timeout_s, pipeline=pipeline)
         self._group = GroupCommit(self._pool, insert_jobs, max_groups=max_groups,
-                                  pipeline=pipeline)
+                                  pipeline=pipeline, insert_new=insert_new_jobs)
         self._listener = Listener(url, connect_timeout_s)
         self._opened = False
 

@@ -28,6 +28,13 @@ def _returning_rows(name: str) -> str:
 
 INSERT_JOBS_RETURNING = _returning_rows("insert_jobs")
 INSERT_OPERATIONS_RETURNING = _returning_rows("insert_operations")
+_IDS_OF_NEW_JOBS = "SELECT j.id FROM j, notified;"
+assert SQL["insert_new_jobs"].endswith(_IDS_OF_NEW_JOBS)
+INSERT_NEW_JOBS_RETURNING = SQL["insert_new_jobs"].removesuffix(_IDS_OF_NEW_JOBS) + (
+    "SELECT o.*, j.status AS job_status, j.metadata AS job_metadata,\n"
+    "       j.created_at AS job_created_at\n"
+    "FROM o JOIN j ON j.id = o.job_id, notified;")
+"""``insert_new_jobs`` answering the operations as stored, each with its job's columns."""
 
 
 def dumps(value: Any) -> str:
@@ -130,6 +137,36 @@ async def insert_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = Fa
         return await _with_jobs(out, created, written, ops_cur) if return_jobs else out
 
 
+async def insert_new_jobs(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool = False
+                          ) -> list[Submitted]:
+    """Insert ``jobs``, none with an idempotency key, in one statement on an autocommit
+    ``conn``: committed, with the notification of their queues, when this returns. A
+    clashing id raises :class:`psycopg.errors.UniqueViolation` and writes nothing
+    (:func:`insert_jobs` in a transaction then tells which job clashed). With
+    ``return_jobs``, each job comes back as stored (``Submitted.job``)."""
+    params = {k: v for k, v in job_params(jobs).items() if k != "idempotency_keys"}
+    for name, values in operation_params(jobs).items():
+        params[_NEW_OPERATION_PARAMS.get(name, name)] = values
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(INSERT_NEW_JOBS_RETURNING if return_jobs
+                          else SQL["insert_new_jobs"], params)
+        found = await cur.fetchall()
+    out = [Submitted(j.id, created=True) for j in jobs]
+    if not return_jobs:
+        return out
+    job_rows = {r["job_id"]: {"id": r["job_id"], "queue": r["queue"], "tenant": r["tenant"],
+                              "status": r["job_status"], "metadata": r["job_metadata"],
+                              "created_at": r["job_created_at"], "idempotency_key": None}
+                for r in found}
+    stored = rows.jobs(job_rows.values(), found)
+    return with_stored_jobs(out, {job.id: job for job in stored})
+
+
+_NEW_OPERATION_PARAMS = {"ids": "op_ids", "tenants": "op_tenants", "queues": "op_queues",
+                         "headers": "op_headers"}
+"""insert_new_jobs' names of the operation parameters that share a name with a job's."""
+
+
 async def _insert_keyed(conn: Conn, jobs: Sequence[NewJob], return_jobs: bool
                         ) -> list[Submitted]:
     """Jobs with idempotency keys: which ones are new decides which operations to write,
@@ -173,4 +210,4 @@ async def _with_jobs(out: list[Submitted], created: dict[str, Any],
 
 
 __all__ = ["SQL", "DuplicateJobId", "answers", "dumps", "idempotent_params", "insert_jobs",
-           "job_params", "operation_params"]
+           "insert_new_jobs", "job_params", "operation_params"]

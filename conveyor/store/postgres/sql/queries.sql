@@ -48,6 +48,45 @@ ORDER BY j.ord
 ON CONFLICT DO NOTHING
 RETURNING id;
 
+-- name: insert_new_jobs
+-- New jobs (none with an idempotency key) with their operations and the notification of
+-- their queues, in one statement: its own transaction and one round trip, for a group
+-- commit with nothing to look up. Without ON CONFLICT: a clashing id (random ids: a bug
+-- upstream) fails the whole statement, so nothing is written, and the caller inserts
+-- again with insert_jobs, which tells which job clashed. The same columns and values as
+-- insert_jobs and insert_operations. A caller that wants its jobs as stored ends it
+-- with submit.INSERT_NEW_JOBS_RETURNING's select instead.
+WITH j AS (
+    INSERT INTO jobs (id, tenant, queue, status, metadata, headers, idempotency_key,
+                      request_hash, created_at)
+    SELECT j.id, j.tenant, j.queue, 'queued', j.metadata::jsonb, j.headers::jsonb, NULL,
+           j.request_hash, now()
+    FROM unnest(%(ids)b::text[], %(tenants)b::text[], %(queues)b::text[],
+                %(metadata)b::text[], %(headers)b::text[], %(request_hashes)b::text[])
+         WITH ORDINALITY AS j(id, tenant, queue, metadata, headers, request_hash, ord)
+    ORDER BY j.ord
+    RETURNING *),
+o AS (
+    INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
+                            max_attempts, timeout_s, created_at, run_at, headers, job_ops)
+    SELECT o.id, o.job_id, o.tenant, o.queue, o.task, o.args::jsonb, o.key, o.priority,
+           CASE WHEN o.delay_s > 0 THEN 'scheduled' ELSE 'queued' END,
+           o.max_attempts, o.timeout_s, now(), now() + make_interval(secs => o.delay_s),
+           o.headers::jsonb, o.job_ops
+    FROM unnest(%(op_ids)b::text[], %(job_ids)b::text[], %(op_tenants)b::text[],
+                %(op_queues)b::text[], %(tasks)b::text[], %(args)b::text[],
+                %(keys)b::text[], %(priorities)b::int[], %(max_attempts)b::int[],
+                %(timeouts_s)b::float8[], %(delays_s)b::float8[], %(op_headers)b::text[],
+                %(job_ops)b::int[])
+         WITH ORDINALITY AS o(id, job_id, tenant, queue, task, args, key, priority,
+                              max_attempts, timeout_s, delay_s, headers, job_ops, ord)
+    ORDER BY o.ord
+    RETURNING *),
+notified AS (
+    SELECT count(pg_notify('conveyor_ready', q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM o) AS q)
+SELECT j.id FROM j, notified;
+
 -- name: find_idempotent
 SELECT j.id, j.tenant, j.idempotency_key, j.request_hash
 FROM jobs j
