@@ -213,8 +213,8 @@ leased AS (
     SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
         worker_id = %(worker_id)s, started_at = clock_timestamp(),
         lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
-    FROM c
-    WHERE o.seq = c.seq AND NOT (SELECT keyed FROM head)
+    WHERE o.seq = ANY(ARRAY(SELECT seq FROM c))  -- by key: see mark_jobs_running
+      AND NOT (SELECT keyed FROM head)
     RETURNING o.id, o.job_id, o.queue, o.task, o.args, o.key, o.attempts, o.max_attempts,
               o.timeout_s, o.lease_token, o.created_at, o.headers, o.priority, o.seq),
 running AS (  -- mark_jobs_running's rows, found by key the same way
@@ -349,8 +349,8 @@ ended AS (
     FROM done
     JOIN unnest(%(single_op)s::text[], %(single_job)s::text[]) AS single(op_status, job_status)
       ON single.op_status = done.status
-    WHERE jobs.id = done.job_id AND done.job_ops = 1 AND jobs.status <> single.job_status
-      AND jobs.id = ANY(ARRAY(SELECT job_id FROM done))),  -- the job rows by key
+    WHERE jobs.id = done.job_id  -- each by key (not `= ANY` of them all, in a loop)
+      AND done.job_ops = 1 AND jobs.status <> single.job_status),
 notified AS (
     SELECT count(pg_notify('conveyor_ready', q.queue)) AS n
     FROM (SELECT DISTINCT queue FROM done WHERE key IS NOT NULL OR kind = 'retry') AS q)
