@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_TASKS_DIR = REPO / "tests" / "support"
 PYTHONPATH = os.pathsep.join([str(TEST_TASKS_DIR), str(REPO)])
 """The test tasks, and this checkout's ``conveyor`` ahead of any installed copy."""
+SETTLE_S = 0.3
+"""How long a frozen process's statements already sent are given to finish."""
 
 
 def free_port() -> int:
@@ -69,12 +71,17 @@ class ConveyorProcess:
     def kill9_when(self, predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
         """``kill -9`` at a moment ``predicate`` holds, checked with the process frozen
         (SIGSTOP), so what it sees is what the process leaves behind: waits for the
-        predicate, freezes, checks again, and resumes and retries if it no longer holds."""
+        predicate, freezes, checks again, and resumes and retries if it no longer holds.
+
+        The check waits ``SETTLE_S`` after freezing: a statement the process had already
+        sent still runs, and one that is its own transaction (a PostgreSQL outcome batch)
+        commits without the frozen client."""
         assert self.proc is not None
         deadline_s = time.monotonic() + timeout_s
         while True:
             wait_until(predicate, max(0.1, deadline_s - time.monotonic()), 0.005)
             os.killpg(self.proc.pid, signal.SIGSTOP)
+            time.sleep(SETTLE_S)
             if predicate():
                 break
             os.killpg(self.proc.pid, signal.SIGCONT)
