@@ -26,6 +26,7 @@ from conveyor.model import (
     Outcome,
     OutcomeKind,
 )
+from conveyor.store.base import Delivered
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.contract_support import eventually, job, op
 from conveyor.transport.store import StoreTransport
@@ -199,6 +200,39 @@ async def test_outcomes_end_every_job_and_notify_what_may_be_ready(
     assert payloads == ["default", "default"]  # the keyed end, then the retry
     [first, second] = await pg_store.list_operations(OpFilter(job_id=pair.id))
     assert (first.result, second.result) == (2, 4)
+
+
+async def test_deliveries_lease_free_work_in_one_statement_and_keyed_with_the_lock(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """The Kafka tier's leases of delivered operations: without keys, one statement
+    leases what is waiting and parks what another claimer holds; a delivery with a keyed
+    operation is leased with the key lock (its successor parked), and the next free one
+    goes back to one statement."""
+    store = pg_store
+    await store.enable_outbox()
+    free, held = job(op("t.free")), job(op("t.held"))
+    first, second = job(op("t.first", key="k")), job(op("t.second", key="k"))
+    await store.insert_jobs([free, held, first, second])
+    ids = {o.task: o.id for o in await store.list_operations(OpFilter(limit=10))}
+    async with await psycopg.AsyncConnection.connect(pg_url) as other:  # another claimer
+        await other.execute("SELECT 1 FROM operations WHERE id = %s FOR UPDATE",
+                            (ids["t.held"],))
+        got = await store.claim_delivered([ids["t.free"], ids["t.held"]], "w1", 30.0, 60.0)
+        await other.rollback()
+    assert [c.task for c in got.claims] == ["t.free"]
+    assert got.parked == [ids["t.held"]]
+    [(free_status,)] = [(j.status,) for j in await store.get_jobs([free.id])]
+    assert free_status is JobStatus.RUNNING
+
+    keyed = await store.claim_delivered([ids["t.first"], ids["t.second"]], "w1", 30.0, 60.0)
+    assert [c.task for c in keyed.claims] == ["t.first"]
+    assert keyed.parked == [ids["t.second"]]
+    # The store remembers the key: the next delivery takes the key lock too, finds none
+    # (t.free is stale now, t.held free), and the one after is one statement again.
+    again = await store.claim_delivered([ids["t.free"], ids["t.held"]], "w2", 30.0, 60.0)
+    assert ([c.task for c in again.claims], again.parked) == (["t.held"], [])
+    assert await store.claim_delivered([ids["t.free"]], "w2", 30.0, 60.0) == Delivered([], [])
 
 
 async def test_notify_wakes_an_idle_worker_in_milliseconds(pg_store: PostgresStore,

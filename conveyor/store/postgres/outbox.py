@@ -4,7 +4,8 @@
 Rows are written by triggers (``003_outbox.sql``), so every path that makes an operation
 ready (submission, retry, rescue, release, replay) writes its row in its own transaction
 without knowing about the outbox. Leasing delivered operations uses the same key lock and
-two-statement order check as :meth:`LeaseMixin.claim`, so log and store claims mix safely.
+two-statement order check as :meth:`LeaseMixin.claim`, so log and store claims mix safely;
+like a claim, a delivery without keyed operations needs no key lock and is one statement.
 The relay's claims and deletions commit without waiting for the WAL flush: a server crash
 can undo them, which makes rows publish twice (harmless), never lost.
 """
@@ -12,9 +13,9 @@ can undo them, which makes rows publish twice (harmless), never lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
-from ...model import Claim
 from .. import rows
 from ..base import Delivered, OutboxEntry
 from ..sqlfile import load_blocks
@@ -30,6 +31,10 @@ async def _fetch(conn: Conn, name: str, params: dict[str, Any] | None = None) ->
 
 
 class OutboxMixin(PgCore):
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._keyed_deliveries = False  # whether the last delivery held a keyed operation
+
     async def enable_outbox(self) -> None:
         async def enable(conn: Conn) -> None:
             await conn.execute(SQL["migration_lock"])
@@ -86,28 +91,23 @@ class OutboxMixin(PgCore):
 
     async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,
                               park_s: float) -> Delivered:
+        """Operations without a key are leased in one statement (``claim_delivered_free``);
+        a delivery with a keyed one in the two of the key lock. The store remembers which
+        the last delivery needed and tries that first."""
         if not op_ids:
             return Delivered([], [])
-        ids = sorted(set(op_ids))
-
-        async def claim(conn: Conn) -> Delivered:
-            candidates = await _fetch(conn, "delivered_candidates", {"ids": ids})
-            found = []
-            if candidates:
-                found = await fetch(conn, "claim_update", {
-                    "seqs": [c["seq"] for c in candidates], "worker_id": worker_id,
-                    "lease_s": lease_s})
-            claimed = {str(r["id"]) for r in found}
-            rest = [i for i in ids if i not in claimed]
-            parked = [str(r["op_id"]) for r in await _fetch(
-                conn, "delivered_park", {"ids": rest, "park_s": park_s})] if rest else []
-            if found:
-                await conn.execute(SQL["mark_jobs_running"],
-                                   {"ids": sorted({str(r["job_id"]) for r in found})})
-            claims: list[Claim] = rows.claims_in_order(found)
-            return Delivered(claims, parked)
-
-        return await self._tx(claim)
+        params = {"ids": sorted(set(op_ids)), "worker_id": worker_id, "lease_s": lease_s,
+                  "park_s": park_s}
+        if not self._keyed_deliveries:
+            # One statement, so no transaction block (_read: autocommit).
+            found = await self._read(partial(_fetch, name="claim_delivered_free",
+                                             params=params))
+            if not found[0]["keyed"]:
+                return Delivered(rows.claims_in_order(r for r in found if r["id"] is not None),
+                                 [str(i) for i in found[0]["parked"]])
+        delivered, keyed = await self._tx(partial(_claim_delivered_keyed, params=params))
+        self._keyed_deliveries = keyed
+        return delivered
 
     async def reconcile_outbox(self, queue: str, older_than_s: float, limit: int) -> list[str]:
         async def reconcile(conn: Conn) -> list[str]:
@@ -115,3 +115,22 @@ class OutboxMixin(PgCore):
                 "queue": queue, "older_than_s": older_than_s, "limit": limit})]
 
         return await self._tx(reconcile)
+
+
+async def _claim_delivered_keyed(conn: Conn, params: dict[str, Any]) -> tuple[Delivered, bool]:
+    """Lease delivered operations with the key lock: the leases and parked ids, and
+    whether any delivered operation that was leased or parked has a key."""
+    candidates = await _fetch(conn, "delivered_candidates", params)
+    found = []
+    if candidates:
+        found = await fetch(conn, "claim_update", {**params,
+                                                   "seqs": [c["seq"] for c in candidates]})
+    claimed = {str(r["id"]) for r in found}
+    rest = [i for i in params["ids"] if i not in claimed]
+    parked = [str(r["op_id"]) for r in await _fetch(
+        conn, "delivered_park", {**params, "ids": rest})] if rest else []
+    if found:
+        await conn.execute(SQL["mark_jobs_running"],
+                           {"ids": sorted({str(r["job_id"]) for r in found})})
+    return Delivered(rows.claims_in_order(found), parked), bool(parked) or any(
+        r["key"] is not None for r in found)

@@ -67,6 +67,48 @@ SELECT extract(epoch FROM min(due_at) - now())::float8 AS wait_s
 FROM outbox
 WHERE claimed_until IS NULL OR claimed_until < now();
 
+-- name: claim_delivered_free
+-- Leasing delivered operations in one statement (its own transaction) when none of them
+-- has a key: those waiting and due are leased (FOR UPDATE SKIP LOCKED checks the status
+-- again on each row's latest version) and their jobs marked running; those waiting and
+-- due that another claimer holds are parked, as delivered_park does. When one of them
+-- has a key, nothing changes and `keyed` answers: the caller leases them with
+-- delivered_candidates and claim_update (the key lock and its second snapshot).
+-- Always answers at least one row: the leased ones, or one of NULLs; each carries the
+-- ids parked.
+WITH d AS MATERIALIZED (
+    SELECT o.seq, o.key FROM operations o WHERE o.id = ANY(%(ids)b::text[])),
+head AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM d WHERE d.key IS NOT NULL) AS keyed),
+c AS MATERIALIZED (
+    SELECT o.seq FROM operations o
+    WHERE o.seq = ANY(ARRAY(SELECT seq FROM d))
+      -- IS TRUE keeps the status test a filter (see queries.sql, mark_jobs_running)
+      AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE
+      AND o.run_at <= now()
+      AND NOT (SELECT keyed FROM head)
+    FOR UPDATE OF o SKIP LOCKED),
+leased AS (
+    UPDATE operations o
+    SET status = 'running', attempts = o.attempts + 1, lease_token = o.lease_token + 1,
+        worker_id = %(worker_id)s, started_at = clock_timestamp(),
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
+    WHERE o.seq = ANY(ARRAY(SELECT seq FROM c))
+    RETURNING o.id, o.job_id, o.queue, o.task, o.args, o.key, o.attempts, o.max_attempts,
+              o.timeout_s, o.lease_token, o.created_at, o.headers, o.priority, o.seq),
+running AS (
+    UPDATE jobs SET status = 'running'
+    WHERE id = ANY(ARRAY(SELECT job_id FROM leased)) AND (status = 'queued') IS TRUE),
+parked AS (
+    INSERT INTO outbox (op_id, queue, key, kind, due_at)
+    SELECT o.id, o.queue, NULL, 'dispatch', now() + make_interval(secs => %(park_s)s)
+    FROM operations o
+    WHERE o.seq = ANY(ARRAY(SELECT seq FROM d)) AND o.seq <> ALL(ARRAY(SELECT seq FROM c))
+      AND NOT (SELECT keyed FROM head)
+      AND (o.status IN ('scheduled', 'queued', 'retrying')) IS TRUE AND o.run_at <= now()
+    RETURNING op_id)
+SELECT l.*, h.keyed, ARRAY(SELECT op_id FROM parked) AS parked
+FROM head h LEFT JOIN leased l ON true;
+
 -- name: delivered_candidates
 -- Step 1 of leasing operations delivered by the log: those waiting, due and first of
 -- their key (same rule as claim_candidates), then the key lock of each keyed one.
