@@ -36,7 +36,11 @@ RESCUE_INTERVAL_S = 0.5
 TASK_S = 0.02
 
 
-def test_fleet_of_two_apis_and_three_workers_survives_a_killed_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "keyless"])
+def test_fleet_of_two_apis_and_three_workers_survives_a_killed_worker(
+        tmp_path: Path, keyed: bool) -> None:
+    """Keyed work is claimed with the key lock; keyless work in one statement per claim
+    and per outcome batch (each its own transaction): both survive the kill alike."""
     url = create_database("conveyor_fleet")
     record_log = tmp_path / "executions.log"
     env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": str(LEASE_S),
@@ -56,7 +60,7 @@ def test_fleet_of_two_apis_and_three_workers_survives_a_killed_worker(tmp_path: 
         # Each key is submitted through one API only: its submission order is that of n.
         shares = [list(range(0, KEYS, 2)), list(range(1, KEYS, 2))]
         threads = [threading.Thread(target=submit_keyed, args=(
-                       api, share, OPS // KEYS, BATCH, TASK_S, ack, errors))
+                       api, share, OPS // KEYS, BATCH, TASK_S, ack, errors, keyed))
                    for api, share, ack in zip(apis, shares, acked, strict=True)]
         for t in threads:
             t.start()
@@ -85,7 +89,7 @@ def test_fleet_of_two_apis_and_three_workers_survives_a_killed_worker(tmp_path: 
     # Every acknowledged job, and nothing else, succeeded; per-key order held;
     # at-least-once execution, exactly one recorded outcome.
     check_outcomes(ops, acknowledged, record_log, OPS // KEYS)
-    assert len({r["key"] for r in ops}) == KEYS
+    assert len({r["key"] for r in ops}) == (KEYS if keyed else 1)
     assert [(q["queue"], q["counts"]) for q in stats] == [
         ("default", {"scheduled": 0, "queued": 0, "running": 0, "retrying": 0,
                      "succeeded": OPS, "dead": 0, "cancelled": 0})]

@@ -39,15 +39,18 @@ def _controllable() -> None:
         pytest.skip(message)
 
 
-def _submit(api: ConveyorProcess, first: int, count: int) -> list[str]:
-    jobs = [{"task": "test.record", "key": f"k{n % 20}", "args": {"n": n, "sleep_s": 0.02}}
+def _submit(api: ConveyorProcess, first: int, count: int, keyed: bool) -> list[str]:
+    jobs = [{"task": "test.record", "args": {"n": n, "sleep_s": 0.02}}
+            | ({"key": f"k{n % 20}"} if keyed else {})
             for n in range(first, first + count)]
     answer = httpx.post(f"{api.url}/v1/jobs/batch", json={"jobs": jobs}, timeout=30)
     assert answer.status_code == 202, answer.text
     return list(answer.json()["ids"])
 
 
-def test_postgres_restart_mid_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "keyless"])
+def test_postgres_restart_mid_run(tmp_path: Path, keyed: bool) -> None:
+    """Keyless work takes the one-statement claim, outcome and submission paths."""
     _controllable()
     url = create_database("conveyor_resilience")
     env = {"RECORD_LOG": str(tmp_path / "executions.log"), "CONVEYOR_LEASE_S": "3",
@@ -60,7 +63,7 @@ def test_postgres_restart_mid_run(tmp_path: Path) -> None:
         procs += [api, worker]
         assert worker.proc is not None
         wait_workers(api, {worker.proc.pid})
-        acknowledged = _submit(api, 0, 600)
+        acknowledged = _submit(api, 0, 600, keyed)
         wait_until(lambda: query(url, "SELECT count(*) AS n FROM operations "
                                  "WHERE status = 'succeeded'")[0]["n"] >= 50, 60, 0.05)
 
@@ -94,7 +97,7 @@ def test_postgres_restart_mid_run(tmp_path: Path) -> None:
 
         wait_until(lambda: httpx.get(f"{api.url}/health/ready", timeout=30).status_code == 200,
                    30)
-        acknowledged += _submit(api, 600, 100)
+        acknowledged += _submit(api, 600, 100, keyed)
 
         def finished() -> bool:
             [row] = query(url, "SELECT count(*) FILTER (WHERE status = 'succeeded') AS ok, "

@@ -114,11 +114,14 @@ def kill_busy_worker(url: str, api: ConveyorProcess, victim: ConveyorProcess, *,
 
 
 def submit_keyed(api: ConveyorProcess, keys: list[int], per_key: int, batch: int,
-                 sleep_s: float, acknowledged: list[str], errors: list[str]) -> None:
+                 sleep_s: float, acknowledged: list[str], errors: list[str],
+                 keyed: bool = True) -> None:
     """Submit ``per_key`` ``test.record`` operations for each key in batches, one after the
     other (for every key, submission order is the order of ``n``); job ids go to
-    ``acknowledged``, a refused batch to ``errors`` (and stops)."""
-    bodies = [{"task": "test.record", "key": f"k{k}", "args": {"n": n, "sleep_s": sleep_s}}
+    ``acknowledged``, a refused batch to ``errors`` (and stops). Without ``keyed``, the
+    same operations carry no key (nothing orders them)."""
+    bodies = [{"task": "test.record", "args": {"n": n, "sleep_s": sleep_s}}
+              | ({"key": f"k{k}"} if keyed else {})
               for n in range(per_key) for k in keys]
     with httpx.Client(base_url=api.url, timeout=120) as client:
         for i in range(0, len(bodies), batch):
@@ -138,8 +141,8 @@ OPS_SQL = ("SELECT o.id, o.job_id, o.key, o.args, o.status, o.attempts, o.result
 def check_outcomes(ops: list[dict[str, Any]], acknowledged: list[str], record_log: Path,
                    per_key: int) -> collections.Counter[str]:
     """Every acknowledged job (and nothing else) succeeded, results match, an operation
-    ran at most once per attempt, and per-key order held; returns how often each
-    operation ran."""
+    ran at most once per attempt, and per-key order held (operations without a key have
+    none to hold); returns how often each operation ran."""
     assert sorted(str(r["job_id"]) for r in ops) == sorted(acknowledged)
     assert all(r["status"] == "succeeded" and r["job_status"] == "succeeded" for r in ops)
     assert all(r["result"] == r["args"]["n"] for r in ops)
@@ -149,7 +152,8 @@ def check_outcomes(ops: list[dict[str, Any]], acknowledged: list[str], record_lo
     assert all(executions[str(r["id"])] <= int(r["attempts"]) for r in ops)
     by_key: dict[object, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in ops:
-        by_key[r["key"]].append(r)
+        if r["key"] is not None:
+            by_key[r["key"]].append(r)
     for key, rows in by_key.items():
         assert [r["args"]["n"] for r in rows] == list(range(per_key)), key
         for earlier, later in itertools.pairwise(rows):
