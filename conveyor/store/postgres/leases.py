@@ -26,6 +26,10 @@ from .. import rows
 from .core import SQL, Conn, PgCore, fetch, notify, refresh_jobs
 from .submit import dumps
 
+_SINGLE_JOB_STATUS = {"single_op": list(rows.JOB_STATUS_OF_SINGLE),
+                      "single_job": list(rows.JOB_STATUS_OF_SINGLE.values())}
+"""complete_many's map from an operation's status to its one-operation job's."""
+
 
 class LeaseMixin(PgCore):
     def __init__(self, url: str, **options: Any) -> None:
@@ -119,8 +123,7 @@ class LeaseMixin(PgCore):
             "results": [dumps(o.result) for o in outcomes],
             "errors": [dumps(o.error.to_json()) if o.error else None for o in outcomes],
             "retry_in_s": [float(o.retry_in_s or 0.0) for o in outcomes],
-            "single_op": list(rows.JOB_STATUS_OF_SINGLE),
-            "single_job": list(rows.JOB_STATUS_OF_SINGLE.values()),
+            **_SINGLE_JOB_STATUS,
         }
         found: list[DictRow] = []
         if not self._multi_op_outcomes:
