@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -41,7 +42,7 @@ class PgCore:
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "connect_timeout": max(1, int(connect_timeout_s))},
             configure=configure,
-            check=AsyncConnectionPool.check_connection,
+            check=check_idle,
             reconnect_timeout=max(60.0, 4 * connect_timeout_s),
             name="conveyor",
         )
@@ -99,6 +100,22 @@ async def configure(conn: Conn) -> None:
     must stay distinguishable from JSON text)."""
     conn.adapters.register_loader("jsonb", TextLoader)
     conn.adapters.register_loader("json", TextLoader)
+
+
+async def check_idle(conn: Conn) -> None:
+    """The pool's check of a connection it is about to lend; raises for a dead one, which
+    the pool then replaces. An idle connection has nothing to read: a server that closed it
+    (a restart, a terminated backend, an idle timeout) left a message or an end of file on
+    its socket. Only then is it checked with a round trip, which fails for a dead one. A
+    healthy connection is lent without one, so each statement costs one round trip, not
+    two. A connection that dies unseen (the host gone, no message sent) fails its next
+    statement with ``StoreUnavailable``, as it would between any check and its use."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None, *,

@@ -1,0 +1,69 @@
+"""The store's connection pool: a healthy connection is lent without a round trip, and a
+connection the server closed is replaced before any statement runs on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from conveyor.model import JobFilter
+from conveyor.store.postgres import PostgresStore
+from tests.support.pg_fixtures import pg_database, pg_store, pg_url
+
+__all__ = ["pg_database", "pg_store", "pg_url"]
+
+
+@pytest.fixture
+def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The backend of each empty statement sent (the pool's round-trip check)."""
+    seen: list[int] = []
+    original = psycopg.AsyncConnection.execute
+
+    async def counted(self: psycopg.AsyncConnection, query: Any, *args: Any,
+                      **kwargs: Any) -> Any:  # type: ignore[type-arg]
+        if query == "":
+            seen.append(self.info.backend_pid)
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
+    return seen
+
+
+def _backends(url: str) -> list[int]:
+    """Every other session on the store's database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+
+
+async def test_a_healthy_connection_is_lent_without_a_round_trip(
+        pg_store: PostgresStore, pings: list[int]) -> None:
+    for _ in range(20):
+        assert await pg_store.list_jobs(JobFilter()) == []
+    await asyncio.gather(*(pg_store.list_jobs(JobFilter()) for _ in range(8)))
+    assert pings == []
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_use(
+        pg_store: PostgresStore, pings: list[int]) -> None:
+    await asyncio.gather(*(pg_store.list_jobs(JobFilter()) for _ in range(4)))
+    victims = _backends(pg_store.url)
+    assert victims, "the store should hold open connections"
+    with psycopg.connect(pg_store.url, autocommit=True) as conn:
+        for pid in victims:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    give_up = time.monotonic() + 10
+    while set(victims) & set(_backends(pg_store.url)):
+        assert time.monotonic() < give_up, "the terminated sessions did not end"
+        await asyncio.sleep(0.05)
+    # Every pooled connection is dead: each is found out by its check, not by a
+    # statement, so no call fails.
+    for _ in range(10):
+        assert await pg_store.list_jobs(JobFilter()) == []
+    assert pings and set(pings) <= set(victims)
+    assert not set(victims) & set(_backends(pg_store.url))
