@@ -145,6 +145,28 @@ async def test_generic_plans_of_the_one_statement_paths_find_rows_by_key(
     assert outcomes["rows"] == BATCH
 
 
+async def test_outcomes_one_at_a_time_reuse_one_plan(pg_store: PostgresStore,
+                                                     pg_url: str) -> None:
+    """Outcomes arrive one at a time at low rates. Once prepared, the outcome statement
+    must keep its plan for any batch (generic) rather than plan again on every run: a
+    plan of this statement costs the server more than running it."""
+    runs = 12
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        _stale_statistics(conn)
+        leases = conn.execute(
+            "UPDATE operations SET status = 'running', lease_token = 1 WHERE seq IN ("
+            " SELECT seq FROM operations WHERE status = 'queued' ORDER BY seq LIMIT %s)"
+            " RETURNING id", (runs,)).fetchall()
+        for (op_id,) in leases:
+            done = conn.execute(SQL["complete_many"], _outcomes(
+                {"op_ids": [op_id], "tokens": [1]}, single_only=True), prepare=True).fetchall()
+            assert done[0][0] == op_id
+        [(generic, custom)] = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements").fetchall()
+    # PostgreSQL plans the first five runs for their values, then compares.
+    assert (generic, custom) == (runs - 5, 5)
+
+
 def _generic_plan(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
                   ) -> dict[str, Any]:
     """Prepare the named statement, then run it under EXPLAIN ANALYZE (with the session's
