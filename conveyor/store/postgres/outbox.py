@@ -52,7 +52,6 @@ class OutboxMixin(PgCore):
             return []
 
         async def claim(conn: Conn) -> list[OutboxEntry]:
-            await conn.execute(OUTBOX_SQL["outbox_relay_commit"])
             entries = []
             for row in await _fetch(conn, "outbox_claim", {"limit": limit, "lease_s": lease_s}):
                 payload: dict[str, Any] = {}
@@ -66,15 +65,12 @@ class OutboxMixin(PgCore):
                                            rows._json(row["headers"], {}), payload))
             return entries
 
-        return await self._tx(claim)
+        return await self._read(claim)  # one statement: no transaction block
 
     async def mark_published(self, ids: Sequence[int]) -> None:
         if ids:
-            async def mark(conn: Conn) -> None:
-                await conn.execute(OUTBOX_SQL["outbox_relay_commit"])
-                await conn.execute(OUTBOX_SQL["outbox_published"], {"ids": list(ids)})
-
-            await self._tx(mark)
+            await self._read(partial(_fetch, name="outbox_published",
+                                     params={"ids": list(ids)}))
 
     async def outbox_backlog(self) -> dict[str, int]:
         async def read(conn: Conn) -> dict[str, int]:
