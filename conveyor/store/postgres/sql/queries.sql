@@ -115,8 +115,13 @@ ORDER BY o.ord;
 SELECT pg_notify('conveyor_ready', q) FROM unnest(%(queues)b::text[]) AS q;
 
 -- name: select_jobs
+-- The ids come through a subquery the planner does not look into, so every plan takes
+-- them as a few rows and PostgreSQL keeps one prepared plan (see complete_many): read
+-- one job at a time, seen as constants, they made each run plan again, which cost the
+-- server more than the read.
 SELECT * FROM jobs
-WHERE id = ANY(%(ids)b::text[]) AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
+WHERE id = ANY(ARRAY(SELECT unnest(%(ids)b::text[])))
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text);
 
 -- name: list_jobs
 -- Run unprepared (planned with its values). No index holds a job's status (so status
@@ -138,7 +143,9 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: operations_of_jobs
-SELECT * FROM operations WHERE job_id = ANY(%(ids)b::text[]) ORDER BY seq;
+-- The ids through a subquery, for one prepared plan (see select_jobs).
+SELECT * FROM operations WHERE job_id = ANY(ARRAY(SELECT unnest(%(ids)b::text[])))
+ORDER BY seq;
 
 -- name: list_operations
 SELECT * FROM operations
