@@ -112,10 +112,18 @@ async def check_idle(conn: Conn) -> None:
     statement with ``StoreUnavailable``, as it would between any check and its use."""
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
-    poller = select.poll()
-    poller.register(conn.pgconn.socket, select.POLLIN)
-    if poller.poll(0):
+    if _has_input(conn.pgconn.socket):
         await AsyncConnectionPool.check_connection(conn)
+
+
+def _has_input(fd: int) -> bool:
+    """Whether ``fd`` has something to read now (``poll``: any descriptor number;
+    ``select`` where there is no ``poll``)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None, *,
