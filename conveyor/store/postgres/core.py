@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import select
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -42,10 +44,44 @@ class PgCore:
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "connect_timeout": max(1, int(connect_timeout_s))},
             configure=configure,
-            check=check_idle,
+            check=self._check_idle,
             reconnect_timeout=max(60.0, 4 * connect_timeout_s),
             name="conveyor",
         )
+        self._sweep: asyncio.Future[None] | None = None
+
+    async def _check_idle(self, conn: Conn) -> None:
+        """The pool's check of a connection it is about to lend; raises for a dead one,
+        which the pool then replaces. An idle connection has nothing to read: a server
+        that closed it (a restart, a terminated backend, an idle timeout) left a message
+        or an end of file on its socket. Only then is it checked with a round trip, which
+        fails for a dead one. A healthy connection is lent without one, so each statement
+        costs one round trip, not two.
+
+        A dead connection also starts a check of every idle one (``pool.check``): the
+        server that closed it most likely closed the others too, and the pool would
+        otherwise find them one loan at a time, waiting longer after each (1 s, 2 s...).
+        A connection that dies unseen (the host gone, no message sent) fails its next
+        statement with ``StoreUnavailable``, as it would between any check and its use."""
+        if not conn.closed and not _has_input(conn.pgconn.socket):
+            return
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.ensure_future(self._check_all())
+            raise
+
+    async def _check_all(self) -> None:
+        with contextlib.suppress(Exception):  # a pool closed meanwhile: nothing to check
+            await self._pool.check()
+
+    async def _stop_checks(self) -> None:
+        """Before the pool closes: stop a check of every idle connection under way."""
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
 
     @property
     def pipeline(self) -> bool:
@@ -100,20 +136,6 @@ async def configure(conn: Conn) -> None:
     must stay distinguishable from JSON text)."""
     conn.adapters.register_loader("jsonb", TextLoader)
     conn.adapters.register_loader("json", TextLoader)
-
-
-async def check_idle(conn: Conn) -> None:
-    """The pool's check of a connection it is about to lend; raises for a dead one, which
-    the pool then replaces. An idle connection has nothing to read: a server that closed it
-    (a restart, a terminated backend, an idle timeout) left a message or an end of file on
-    its socket. Only then is it checked with a round trip, which fails for a dead one. A
-    healthy connection is lent without one, so each statement costs one round trip, not
-    two. A connection that dies unseen (the host gone, no message sent) fails its next
-    statement with ``StoreUnavailable``, as it would between any check and its use."""
-    if conn.closed:
-        raise psycopg.OperationalError("the connection is closed")
-    if _has_input(conn.pgconn.socket):
-        await AsyncConnectionPool.check_connection(conn)
 
 
 def _has_input(fd: int) -> bool:

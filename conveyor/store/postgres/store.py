@@ -108,6 +108,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
         await self._listener.close()
         await self._group.close()
         if self._opened:
+            await self._stop_checks()
             await self._pool.close()
             self._opened = False
 
