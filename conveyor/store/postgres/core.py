@@ -60,7 +60,7 @@ class PgCore:
 
         A dead connection also starts a check of every idle one (``pool.check``): the
         server that closed it most likely closed the others too, and the pool would
-        otherwise find them one loan at a time, waiting longer after each (1 s, 2 s...).
+        otherwise find them one loan at a time, retrying at once, then after 1 s, 2 s...
         A connection that dies unseen (the host gone, no message sent) fails its next
         statement with ``StoreUnavailable``, as it would between any check and its use."""
         if not conn.closed and not _has_input(conn.pgconn.socket):
