@@ -23,8 +23,8 @@ def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     original = psycopg.AsyncConnection.execute
 
-    async def counted(self: psycopg.AsyncConnection, query: Any, *args: Any,
-                      **kwargs: Any) -> Any:  # type: ignore[type-arg]
+    async def counted(self: psycopg.AsyncConnection[Any], query: Any, *args: Any,
+                      **kwargs: Any) -> Any:
         if query == "":
             seen.append(self.info.backend_pid)
         return await original(self, query, *args, **kwargs)
