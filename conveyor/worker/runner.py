@@ -10,9 +10,9 @@ Guarantees, with the store's fencing:
   tasks run on the event loop and are cancelled at ``timeout_s``. Either way the attempt
   fails with ``TaskTimeout`` and follows the retry policy.
 * At most ``concurrency`` attempts run at once. An attempt that has finished no longer
-  counts while its outcome is being written, so the next claim overlaps that write (the
-  store merges both into one transaction); at most ``concurrency`` more leases are held
-  by finished attempts awaiting their record.
+  counts while its outcome is being written, so the next claim overlaps that write; at
+  most ``3 * concurrency + claim_ahead`` leases are held in all, finished attempts
+  awaiting their record included (one batch being written, the next waiting for it).
 * Up to ``claim_ahead`` more operations are claimed ahead and wait, in claim order, for a
   free slot: the next claim is written while the attempts on hand run, and a slot that
   frees starts a waiting operation without a round trip. Their leases are renewed like
@@ -203,11 +203,13 @@ class Worker:
     # receiving -------------------------------------------------------------------------
     def _free(self) -> int:
         """Operations this worker may claim now: ``concurrency`` running plus
-        ``claim_ahead`` waiting at most, and at most ``2 * concurrency + claim_ahead``
-        leases held (those, plus finished attempts awaiting their record)."""
+        ``claim_ahead`` waiting at most, and at most ``3 * concurrency + claim_ahead``
+        leases held (those, plus finished attempts awaiting their record: a batch being
+        written and the next one waiting for it, so that claiming need not wait for
+        either)."""
         c, ahead = self.config.concurrency, self.config.claim_ahead
         return min(c + ahead - self._running - len(self._waiting),
-                   2 * c + ahead - len(self._inflight))
+                   3 * c + ahead - len(self._inflight))
 
     async def _receive_loop(self) -> None:
         backoff_s = 0.2

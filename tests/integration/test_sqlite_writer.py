@@ -1,12 +1,13 @@
 """The SQLite store's writer thread: calls made while a group transaction runs form the
 next one, which the writer starts itself the moment the last one committed (without a
-turn of the event loop, which may be busy); a call that fails inside a group fails only
-its caller. Real SQLite files."""
+turn of the event loop, which may be busy); claims in it go first, in a transaction of
+their own; a call that fails inside a group fails only its caller. Real SQLite files."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,3 +61,34 @@ async def test_answers_reach_callers_after_many_groups(store: SQLiteStore) -> No
     assert [a.job_id for [a] in answers] == [j.id for j in jobs]
     assert len(await store.get_jobs([j.id for j in jobs])) == 300
 
+
+
+async def test_a_claim_does_not_wait_for_the_writes_queued_with_it(store: SQLiteStore) -> None:
+    """Outcomes queued before a claim would make the worker wait for both: the claim
+    commits first and is answered while the other writes of its group still run."""
+    waiting = job("t.a")
+    await store.insert_jobs([waiting])
+    busy, slow = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection, gate: threading.Event) -> None:
+        conn.execute("UPDATE tasks SET doc = doc")  # a write inside the group's transaction
+        if not gate.wait(10.0):
+            raise TimeoutError("the test never opened the gate")
+
+    running = asyncio.ensure_future(store._write(hold, busy))  # the writer is now in it
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(store._write(hold, slow))  # the next group: first ...
+    await asyncio.sleep(0)
+    claim = asyncio.ensure_future(store.claim(["default"], "w1", 10, 30.0))  # ... then this
+    await asyncio.sleep(0)
+    busy.set()
+    try:
+        claims = await asyncio.wait_for(claim, 5.0)
+        assert [c.job_id for c in claims] == [waiting.id]
+        assert not queued.done()  # the write queued before the claim is still running
+        with sqlite3.connect(store.path) as conn:  # and the claim is committed
+            assert conn.execute("SELECT status FROM operations WHERE id = ?",
+                                (claims[0].op_id,)).fetchone() == ("running",)
+    finally:
+        slow.set()
+        await asyncio.gather(running, queued)

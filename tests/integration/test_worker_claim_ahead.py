@@ -1,19 +1,20 @@
 """A worker claims up to ``claim_ahead`` operations beyond its free slots. They wait in
 claim order and never push the running attempts past ``concurrency``; their leases are
 renewed; a cancelled one is recorded without running, one whose lease was lost runs once,
-under its new lease; on stop they are released unstarted. Real SQLite store, a worker in
-this process."""
+under its new lease; on stop they are released unstarted. While outcomes wait to be
+recorded, a worker holds at most ``3 * concurrency + claim_ahead`` leases. Real SQLite
+store, a worker in this process."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import conveyor
 from conveyor.config import Config
-from conveyor.model import JobStatus, Lease, NewJob, NewOperation, OpFilter, OpStatus
+from conveyor.model import JobStatus, Lease, NewJob, NewOperation, OpFilter, OpStatus, Outcome
 from conveyor.store.sqlite import SQLiteStore
 from conveyor.tasks import Registry, spec_of
 from conveyor.transport.store import StoreTransport
@@ -56,13 +57,24 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) 
     await asyncio.wait_for(poll(), timeout_s)
 
 
+class _HeldOutcomes(SQLiteStore):
+    """Records outcomes only once ``record`` is set: a store slow to write them."""
+
+    record = asyncio.Event()
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        await self.record.wait()
+        return await super().complete_many(outcomes)
+
+
 @asynccontextmanager
-async def _worker(tmp_path: Path, jobs: list[NewJob], **config: object
+async def _worker(tmp_path: Path, jobs: list[NewJob], store_type: type[SQLiteStore] = SQLiteStore,
+                  **config: object
                   ) -> AsyncIterator[tuple[SQLiteStore, Worker, asyncio.Task[None]]]:
     global GATE
     GATE = Gate()
     path = tmp_path / "ahead.db"
-    store = SQLiteStore(path)
+    store = store_type(path)
     await store.migrate()
     await store.open()
     await store.insert_jobs(jobs)
@@ -101,6 +113,25 @@ async def test_claimed_ahead_operations_wait_in_order_within_concurrency(
         await _until(lambda: _has(store, jobs, OpStatus.SUCCEEDED, 8))
     assert GATE.started == list(range(8))
     assert GATE.most_running == 2
+
+
+async def test_leases_held_while_outcomes_wait_are_bounded(tmp_path: Path) -> None:
+    """One batch of outcomes being written and the next waiting for it do not stop the
+    claim of a third batch; a fourth waits until they are recorded."""
+    jobs = [_job(n) for n in range(12)]
+    _HeldOutcomes.record = asyncio.Event()
+    async with _worker(tmp_path, jobs, _HeldOutcomes, concurrency=2) as (store, _, _):
+        GATE.open.set()
+        try:
+            await _until(lambda: _true(len(GATE.started) == 6))
+            await asyncio.sleep(0.3)  # several poll intervals: no further claim may happen
+            assert len(GATE.started) == 6 and GATE.most_running <= 2
+            assert await _has(store, jobs, OpStatus.RUNNING, 6)  # 3 x concurrency leases
+            assert await _has(store, jobs, OpStatus.QUEUED, 6)
+        finally:
+            _HeldOutcomes.record.set()  # else stopping would wait for them forever
+        await _until(lambda: _has(store, jobs, OpStatus.SUCCEEDED, 12))
+    assert GATE.started == list(range(12))
 
 
 async def test_a_waiting_operation_cancelled_is_recorded_without_running(

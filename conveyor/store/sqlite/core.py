@@ -5,6 +5,11 @@ another. Writes that arrive while a transaction is running are merged into the n
 (group commit: submissions, claims, outcomes and heartbeats alike), each in its own
 savepoint so one failing call does not undo the others; every caller learns its answer
 only after that transaction committed. Under load this turns many fsyncs into one.
+
+Claims go first: when claims wait together with other writes, the claims commit in a
+transaction of their own and are answered before the others are written. A worker then
+runs the operations it has just claimed while the outcomes of its last ones are being
+written, instead of waiting for both.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from ...model import OpStatus
 from ..sqlfile import load_blocks
 
 T = TypeVar("T")
-_Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]
+"""A write waiting for the writer thread: the function, its arguments, the caller's
+future, and whether it goes first (see ``SQLiteCore._write``)."""
 ENDED = frozenset(s.value for s in OpStatus if s.terminal)
 SQL = load_blocks(__package__ + ".sql", "queries.sql")
 
@@ -57,6 +64,15 @@ def statements(script: str) -> list[str]:
     if pending.strip():
         out.append(pending)
     return out
+
+
+def _first_then_rest(batch: list[_Call]) -> list[list[_Call]]:
+    """The calls that go first, then the others, each part in its own order; one part
+    when all or none go first."""
+    first = [call for call in batch if call[3]]
+    if not first or len(first) == len(batch):
+        return [batch]
+    return [first, [call for call in batch if not call[3]]]
 
 
 class SQLiteCore:
@@ -103,16 +119,18 @@ class SQLiteCore:
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite at {self.path}: {exc}") from exc
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, first: bool = False) -> T:
         """Run ``fn(conn, *args)`` in the next group transaction; return once committed.
 
         The writer thread takes the calls itself: when a group commits it starts the next
         with every call made meanwhile, without a turn of the event loop (which may be
-        busy running the attempts it just claimed), and hands the answers back to it."""
+        busy running the attempts it just claimed), and hands the answers back to it.
+        ``first`` calls (claims) are written ahead of the others of their group, in a
+        transaction of their own."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
-            self._pending.append((fn, args, future))
+            self._pending.append((fn, args, future, first))
             idle, self._writing = not self._writing, True
         if idle:
             self._writer.submit(self._write_groups, loop)
@@ -126,15 +144,16 @@ class SQLiteCore:
                 if not batch:
                     self._writing = False
                     return
-            try:
-                answers: list[tuple[bool, Any]] = self._group(batch)
-            except BaseException as exc:  # the commit failed: every caller learns it
-                answers = [(False, exc)] * len(batch)
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for them
-                loop.call_soon_threadsafe(self._answer, batch, answers)
+            for part in _first_then_rest(batch):
+                try:
+                    answers: list[tuple[bool, Any]] = self._group(part)
+                except BaseException as exc:  # the commit failed: its callers learn it
+                    answers = [(False, exc)] * len(part)
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    loop.call_soon_threadsafe(self._answer, part, answers)
 
     def _answer(self, batch: list[_Call], answers: list[tuple[bool, Any]]) -> None:
-        for (_, _, future), (ok, value) in zip(batch, answers, strict=True):
+        for (_, _, future, _), (ok, value) in zip(batch, answers, strict=True):
             if future.done():
                 continue
             if ok:
@@ -147,7 +166,7 @@ class SQLiteCore:
     def _group(self, batch: list[_Call]) -> list[tuple[bool, Any]]:
         """One transaction for the whole batch, one savepoint per call."""
         if len(batch) == 1:
-            fn, args, _ = batch[0]
+            fn, args, _, _ = batch[0]
             try:
                 return [(True, self._transaction(fn, *args))]
             except Exception as exc:  # handed to the caller
@@ -156,7 +175,7 @@ class SQLiteCore:
         conn.execute("BEGIN IMMEDIATE")
         answers: list[tuple[bool, Any]] = []
         try:
-            for fn, args, _ in batch:
+            for fn, args, _, _ in batch:
                 conn.execute("SAVEPOINT call")
                 try:
                     answers.append((True, fn(conn, *args)))

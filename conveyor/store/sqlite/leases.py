@@ -35,11 +35,12 @@ class LeaseMixin(SQLiteCore):
 
         # Rows become Claims here, on the caller's thread: the writer thread, which every
         # write of the process waits for, only runs SQL.
-        return rows.claims_of_tuples(await self._write(claim))
+        return rows.claims_of_tuples(await self._write(claim, first=True))
 
     async def claim_ids(self, op_ids: Sequence[str], worker_id: str, lease_s: float) -> list[Claim]:
         params = {"ids": dumps(list(op_ids)), "worker_id": worker_id, "lease_s": lease_s}
-        return rows.claims_of_tuples(await self._write(self._claim, SQL["claim_ids"], params))
+        return rows.claims_of_tuples(
+            await self._write(self._claim, SQL["claim_ids"], params, first=True))
 
     def _claim(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]
                ) -> list[tuple[Any, ...]]:
