@@ -233,3 +233,15 @@ class OutboxSignal(Protocol):
         call, at once if that happened already, or after ``timeout_s``, whichever is
         first. The first call returns at once. Never raises for a lost connection:
         waiting then lasts ``timeout_s`` (a wake-up may be missed, never a row)."""
+
+
+@runtime_checkable
+class ClaimsFirst(Protocol):
+    """Optional capability (SQLite): every write of the process goes through one writer,
+    and claims overtake the writes queued with them (they commit first, in a
+    transaction of their own). A worker on such a store claims its next batch while two
+    batches of outcomes await their record; on a store whose claims and outcomes run side
+    by side (PostgreSQL) one batch awaiting its record is enough, and more would only
+    split its claims into smaller ones."""
+
+    claims_first: bool

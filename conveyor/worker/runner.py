@@ -11,8 +11,10 @@ Guarantees, with the store's fencing:
   fails with ``TaskTimeout`` and follows the retry policy.
 * At most ``concurrency`` attempts run at once. An attempt that has finished no longer
   counts while its outcome is being written, so the next claim overlaps that write; at
-  most ``3 * concurrency + claim_ahead`` leases are held in all, finished attempts
-  awaiting their record included (one batch being written, the next waiting for it).
+  most ``2 * concurrency + claim_ahead`` leases are held in all, finished attempts
+  awaiting their record included. On a store whose claims overtake its other writes
+  (SQLite, :class:`~conveyor.store.base.ClaimsFirst`) that is ``3 * concurrency +
+  claim_ahead``: one batch being written, the next waiting for it, a third running.
 * Up to ``claim_ahead`` more operations are claimed ahead and wait, in claim order, for a
   free slot: the next claim is written while the attempts on hand run, and a slot that
   frees starts a waiting operation without a round trip. Their leases are renewed like
@@ -44,7 +46,7 @@ from ..observability.logging import log_context
 from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
 from ..retry import Failure, RetryPolicy, classify
-from ..store.base import Store
+from ..store.base import ClaimsFirst, Store
 from ..tasks import Context, Registry, TaskSpec
 from ..transport.base import Transport
 from .maintenance import Rescuer
@@ -117,6 +119,9 @@ class Worker:
         self._rescuer = Rescuer(store, transport, config.rescue_interval_s,
                                 worker_timeout_s=config.worker_timeout_s)
         self._started_at = time.time()
+        self._record_batches = 2 if isinstance(store, ClaimsFirst) else 1
+        """Batches of finished attempts that may await their record while the next
+        batch is claimed: one is written, a second waits for it behind the claim."""
 
     # lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -203,13 +208,12 @@ class Worker:
     # receiving -------------------------------------------------------------------------
     def _free(self) -> int:
         """Operations this worker may claim now: ``concurrency`` running plus
-        ``claim_ahead`` waiting at most, and at most ``3 * concurrency + claim_ahead``
-        leases held (those, plus finished attempts awaiting their record: a batch being
-        written and the next one waiting for it, so that claiming need not wait for
-        either)."""
+        ``claim_ahead`` waiting at most, and at most ``(1 + batches) * concurrency +
+        claim_ahead`` leases held: those, plus finished attempts awaiting their record
+        (``batches`` of them, see ``_record_batches``)."""
         c, ahead = self.config.concurrency, self.config.claim_ahead
         return min(c + ahead - self._running - len(self._waiting),
-                   3 * c + ahead - len(self._inflight))
+                   (1 + self._record_batches) * c + ahead - len(self._inflight))
 
     async def _receive_loop(self) -> None:
         backoff_s = 0.2

@@ -79,6 +79,9 @@ class SQLiteCore:
     """Connections and transactions of :class:`~conveyor.store.sqlite.SQLiteStore`, and
     the SQL helpers its parts share."""
 
+    claims_first = True
+    """Claims overtake the writes queued with them (:class:`~conveyor.store.base.ClaimsFirst`)."""
+
     def __init__(
         self,
         path: Path | str,
