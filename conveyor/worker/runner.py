@@ -119,7 +119,8 @@ class Worker:
         self._rescuer = Rescuer(store, transport, config.rescue_interval_s,
                                 worker_timeout_s=config.worker_timeout_s)
         self._started_at = time.time()
-        self._record_batches = 2 if isinstance(store, ClaimsFirst) else 1
+        claims_first = isinstance(store, ClaimsFirst) and store.claims_first
+        self._record_batches = 2 if claims_first else 1
         """Batches of finished attempts that may await their record while the next
         batch is claimed: one is written, a second waits for it behind the claim."""
 

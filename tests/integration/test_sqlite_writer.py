@@ -62,7 +62,6 @@ async def test_answers_reach_callers_after_many_groups(store: SQLiteStore) -> No
     assert len(await store.get_jobs([j.id for j in jobs])) == 300
 
 
-
 async def test_a_claim_does_not_wait_for_the_writes_queued_with_it(store: SQLiteStore) -> None:
     """Outcomes queued before a claim would make the worker wait for both: the claim
     commits first and is answered while the other writes of its group still run."""

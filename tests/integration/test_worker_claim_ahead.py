@@ -2,8 +2,8 @@
 claim order and never push the running attempts past ``concurrency``; their leases are
 renewed; a cancelled one is recorded without running, one whose lease was lost runs once,
 under its new lease; on stop they are released unstarted. While outcomes wait to be
-recorded, a worker holds at most ``3 * concurrency + claim_ahead`` leases. Real SQLite
-store, a worker in this process."""
+recorded, a worker on SQLite holds at most ``3 * concurrency + claim_ahead`` leases.
+Real SQLite store, a worker in this process."""
 
 from __future__ import annotations
 
