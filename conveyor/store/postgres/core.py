@@ -138,14 +138,19 @@ async def configure(conn: Conn) -> None:
     conn.adapters.register_loader("json", TextLoader)
 
 
-def _has_input(fd: int) -> bool:
-    """Whether ``fd`` has something to read now (``poll``: any descriptor number;
-    ``select`` where there is no ``poll``)."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+def _poll_input(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _select_input(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
+
+
+_has_input = _poll_input if hasattr(select, "poll") else _select_input
+"""Whether a descriptor has something to read now: ``poll`` (any descriptor number),
+or ``select`` where there is no ``poll``; chosen once, not on every loan."""
 
 
 async def fetch(conn: Conn, name: str, params: dict[str, Any] | None = None, *,

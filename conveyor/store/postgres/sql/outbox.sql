@@ -54,7 +54,8 @@ FROM claimed b CROSS JOIN relay_commit LEFT JOIN operations o ON o.id = b.op_id
 ORDER BY b.id;
 
 -- name: outbox_published
--- Commits without waiting for the WAL flush (see outbox_claim).
+-- Commits without waiting for the WAL flush (see outbox_claim). A DELETE runs a SELECT
+-- in its WITH only where it reads it: the last condition is that read (always true).
 WITH relay_commit AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true) AS synchronous_commit)
 DELETE FROM outbox
