@@ -15,6 +15,13 @@ Guarantees (with :class:`conveyor.store.base.OutboxStore`):
   earliest delayed row falls due, and at the latest after ``poll_s``. A missed wake-up
   (a dropped listening connection) delays publication by at most ``poll_s``; a store
   without the signal is simply polled every ``poll_s``.
+* Its own deletions do not slow it down: on a store with
+  :class:`~conveyor.store.base.OutboxCompaction` (PostgreSQL), once it has caught up
+  after publishing ``compact_after_rows`` rows or more, it has the store reclaim them,
+  in the background (one compaction at a time; publication goes on meanwhile).
+* Upkeep (the maintenance given, e.g. reconciliation) runs every
+  ``maintenance_interval_s`` beside publication, never in its way: a slow pass (one
+  that reads a large table) does not hold back the rows written meanwhile.
 
 The relay also reconciles (see :class:`conveyor.reconcile.Reconciler`) when given one.
 """
@@ -28,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from .errors import StoreUnavailable, TransportError
-from .store.base import OutboxSignal, OutboxStore
+from .store.base import OutboxCompaction, OutboxSignal, OutboxStore
 from .transport.base import Publisher
 from .waiting import first_of
 
@@ -47,6 +54,7 @@ class Relay:
     def __init__(self, outbox: OutboxStore, publisher: Publisher, *, batch: int = 500,
                  poll_s: float = 1.0, lease_s: float = 10.0,
                  maintenance: Periodic | None = None, maintenance_interval_s: float = 5.0,
+                 compact_after_rows: int = 10_000,
                  closers: Sequence[Callable[[], None]] = ()) -> None:
         self._outbox = outbox
         self._signal = outbox if isinstance(outbox, OutboxSignal) else None
@@ -57,19 +65,49 @@ class Relay:
         self._maintenance = maintenance
         self._maintenance_interval_s = maintenance_interval_s
         self._closers = list(closers)
+        self._compaction = outbox if isinstance(outbox, OutboxCompaction) else None
+        self._compact_after_rows = compact_after_rows
+        self._uncompacted_rows = 0
+        self._compacting: asyncio.Task[None] | None = None
         self.published = 0
         self.batches = 0
+        self.compactions = 0
 
     async def run_once(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
         entries = await self._outbox.claim_outbox(self._batch, self._lease_s)
-        if not entries:
-            return 0
-        await self._publisher.publish(entries)
-        await self._outbox.mark_published([e.id for e in entries])
-        self.published += len(entries)
-        self.batches += 1
+        if entries:
+            await self._publisher.publish(entries)
+            await self._outbox.mark_published([e.id for e in entries])
+            self.published += len(entries)
+            self.batches += 1
+            self._uncompacted_rows += len(entries)
+        if len(entries) < self._batch:
+            self._maybe_compact()
         return len(entries)
+
+    def _maybe_compact(self) -> None:
+        """Start a compaction when the relay has caught up (a short batch) and deleted
+        ``compact_after_rows`` rows since the last one began, unless one still runs.
+        Caught up, the outbox is mostly rows it deleted, so the compaction is cheap for
+        what it reclaims; while it runs, publication goes on."""
+        if (self._compaction is None or self._uncompacted_rows < self._compact_after_rows
+                or (self._compacting is not None and not self._compacting.done())):
+            return
+        self._uncompacted_rows = 0
+        self._compacting = asyncio.create_task(self._compact(self._compaction))
+
+    async def _compact(self, store: OutboxCompaction) -> None:
+        try:
+            await store.compact_outbox()
+            self.compactions += 1
+        except Exception as exc:  # the next one will do; publication goes on
+            log.warning("relay: compacting the outbox failed: %s", exc)
+
+    async def _finish_compaction(self) -> None:
+        """Let a compaction under way end (called when :meth:`run` stops)."""
+        if self._compacting is not None:
+            await self._compacting
 
     def close(self) -> None:
         """Flush and drop the publisher (after :meth:`run` returned)."""
@@ -93,22 +131,40 @@ class Relay:
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set: publish, and when nothing is left, wait for new rows
         (see the module's guarantees)."""
-        loop = asyncio.get_running_loop()
+        upkeep = (asyncio.create_task(self._upkeep(self._maintenance, stopping))
+                  if self._maintenance is not None else None)
         backoff_s = 0.2
-        next_maintenance = loop.time() + self._maintenance_interval_s
-        while not stopping.is_set():
+        try:
+            while not stopping.is_set():
+                try:
+                    n = await self.run_once()
+                    idle_s = await self._idle_s() if n < self._batch else 0.0
+                    backoff_s = 0.2
+                except (StoreUnavailable, TransportError) as exc:
+                    log.warning("relay: %s; retrying in %.1f s", exc, backoff_s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), backoff_s)
+                    backoff_s = min(backoff_s * 2, 5.0)
+                    continue
+                if idle_s > 0:
+                    await self._wait(stopping, idle_s)
+        finally:
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
+            await self._finish_compaction()
+
+    async def _upkeep(self, maintenance: Periodic, stopping: asyncio.Event) -> None:
+        """``maintenance`` every ``maintenance_interval_s`` until ``stopping``; a failed
+        pass is logged and the next one comes on time."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self._maintenance_interval_s)
+            if stopping.is_set():
+                return
             try:
-                n = await self.run_once()
-                if self._maintenance is not None and loop.time() >= next_maintenance:
-                    next_maintenance = loop.time() + self._maintenance_interval_s
-                    await self._maintenance.run_once()
-                idle_s = await self._idle_s() if n < self._batch else 0.0
-                backoff_s = 0.2
+                await maintenance.run_once()
             except (StoreUnavailable, TransportError) as exc:
-                log.warning("relay: %s; retrying in %.1f s", exc, backoff_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
-                continue
-            if idle_s > 0:
-                await self._wait(stopping, idle_s)
+                log.warning("relay: upkeep failed: %s; next in %.1f s", exc,
+                            self._maintenance_interval_s)

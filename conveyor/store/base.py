@@ -236,6 +236,17 @@ class OutboxSignal(Protocol):
 
 
 @runtime_checkable
+class OutboxCompaction(Protocol):
+    """Optional capability of an :class:`OutboxStore` whose deleted rows keep costing
+    (PostgreSQL: dead tuples that every claim walks past until a vacuum removes them):
+    reclaim them now. The relay calls it, in the background, after it has deleted enough
+    rows; it changes no row and no guarantee, and a store may skip it when busy."""
+
+    async def compact_outbox(self) -> None:
+        """Reclaim the space of the rows :meth:`OutboxStore.mark_published` deleted."""
+
+
+@runtime_checkable
 class ClaimsFirst(Protocol):
     """Optional capability (SQLite): every write of the process goes through one writer,
     and claims overtake the writes queued with them (they commit first, in a

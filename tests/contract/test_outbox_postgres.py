@@ -78,3 +78,39 @@ async def test_relay_bookkeeping_commits_without_waiting_for_the_flush(
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
         conn.commit()
     assert await store.outbox_backlog() == {}
+
+
+async def test_compaction_reclaims_the_rows_the_relay_deleted(store: PostgresStore) -> None:
+    """Published rows are deleted, but stay in the table and its indexes as dead rows
+    until a vacuum; an empty outbox then still costs a claim every page they fill.
+    ``compact_outbox`` removes them: the claim reads a few pages again."""
+    from conveyor.store.base import OutboxCompaction
+    from conveyor.testing.contract_support import insert, job
+
+    assert isinstance(store, OutboxCompaction)
+    for _ in range(4):
+        await insert(store, job(*["t.a"] * 500))
+    while entries := await store.claim_outbox(500, 30.0):
+        await store.mark_published([e.id for e in entries])
+    assert await store.outbox_backlog() == {}
+
+    def cost() -> tuple[int, int]:
+        """The outbox's size in pages, and the pages one claim of due rows reads."""
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            [(pages,)] = conn.execute(
+                "SELECT pg_relation_size('outbox') / current_setting('block_size')::int"
+            ).fetchall()
+            [(plan,)] = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id FROM outbox "
+                "WHERE due_at <= now() AND (claimed_until IS NULL OR claimed_until < now()) "
+                "ORDER BY id LIMIT 500").fetchall()
+            node = plan[0]["Plan"]
+            return pages, node["Shared Hit Blocks"] + node["Shared Read Blocks"]
+
+    pages, read = cost()
+    assert pages >= 10 and read >= 10, (pages, read)
+    await store.compact_outbox()
+    pages, read = cost()
+    assert pages == 0 and read <= 3, (pages, read)
+    await insert(store, job("t.b"))  # and the outbox works on
+    assert await store.outbox_backlog() == {"default": 1}

@@ -7,6 +7,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+import pytest
+
 from conveyor.errors import TransportError
 from conveyor.relay import Relay
 from conveyor.store.base import Delivered, OutboxEntry
@@ -32,6 +34,11 @@ class FakeOutbox:
 
     def expire_claims(self) -> None:
         self.claimed.clear()
+
+    def add(self, n: int) -> None:
+        first = max(self.rows, default=0) + 1
+        self.rows.update({i: OutboxEntry(i, f"op{i}", "default", None, "dispatch")
+                          for i in range(first, first + n)})
 
     async def next_outbox_due_s(self) -> float | None:
         return None
@@ -139,3 +146,119 @@ async def test_an_idle_relay_wakes_on_new_rows_and_when_a_delayed_row_falls_due(
         stopping.set()
         await asyncio.wait_for(task, 5)
         await store.close()
+
+
+class CompactingOutbox(FakeOutbox):
+    """A store with :class:`OutboxCompaction`: each compaction waits until released."""
+
+    def __init__(self, n: int, fail: bool = False) -> None:
+        super().__init__(n)
+        self.started = 0
+        self.release = asyncio.Event()
+        self.fail = fail
+
+    async def compact_outbox(self) -> None:
+        self.started += 1
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("vacuum refused")
+
+
+async def test_a_compaction_starts_once_caught_up_after_enough_rows_one_at_a_time() -> None:
+    outbox = CompactingOutbox(12)
+    relay = Relay(outbox, FakePublisher(), batch=5,  # type: ignore[arg-type]
+                  compact_after_rows=4)
+    assert [await relay.run_once() for _ in range(2)] == [5, 5]
+    await asyncio.sleep(0)
+    assert outbox.started == 0, "10 rows deleted, but still catching up"
+    assert await relay.run_once() == 2
+    await asyncio.sleep(0)
+    assert outbox.started == 1, "caught up (a short batch)"
+    outbox.add(10)  # published while the first compaction still runs
+    assert [await relay.run_once() for _ in range(3)] == [5, 5, 0]
+    await asyncio.sleep(0)
+    assert outbox.started == 1, "never two at once"
+    outbox.release.set()
+    await asyncio.sleep(0)
+    assert relay.compactions == 1
+    assert await relay.run_once() == 0
+    await asyncio.sleep(0)
+    assert outbox.started == 2, "the 10 rows since the first began"
+    await asyncio.sleep(0)
+    assert relay.compactions == 2 and outbox.rows == {}
+    assert await relay.run_once() == 0
+    await asyncio.sleep(0)
+    assert outbox.started == 2, "nothing deleted since"
+
+
+async def test_a_failed_compaction_is_logged_and_the_relay_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    outbox = CompactingOutbox(6, fail=True)
+    outbox.release.set()
+    relay = Relay(outbox, FakePublisher(), batch=2, poll_s=0.01,  # type: ignore[arg-type]
+                  compact_after_rows=2)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    for _ in range(200):
+        if not outbox.rows:
+            break
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    assert outbox.rows == {} and outbox.started >= 1 and relay.compactions == 0
+    assert "compacting the outbox failed: vacuum refused" in caplog.text
+
+
+async def test_a_store_without_compaction_is_never_asked() -> None:
+    outbox = FakeOutbox(6)
+    relay = Relay(outbox, FakePublisher(), batch=4,  # type: ignore[arg-type]
+                  compact_after_rows=1)
+    assert [await relay.run_once() for _ in range(3)] == [4, 2, 0]
+    assert relay.compactions == 0
+
+
+class BlockingUpkeep:
+    """Maintenance whose passes wait until released; the second pass fails."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.release = asyncio.Event()
+
+    async def run_once(self) -> None:
+        self.passes += 1
+        if self.passes == 2:
+            raise TransportError("lag unknown")
+        await self.release.wait()
+
+
+async def test_upkeep_runs_beside_publication_and_a_failed_pass_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    outbox = FakeOutbox(0)
+    publisher = FakePublisher()
+    upkeep = BlockingUpkeep()
+    relay = Relay(outbox, publisher, poll_s=0.01, maintenance=upkeep,  # type: ignore[arg-type]
+                  maintenance_interval_s=0.02)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    try:
+        for _ in range(200):
+            if upkeep.passes:
+                break
+            await asyncio.sleep(0.01)
+        assert upkeep.passes == 1  # and held there
+        outbox.add(3)
+        for _ in range(200):
+            if len(publisher.published) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert publisher.published == ["op1", "op2", "op3"], "not held back by upkeep"
+        upkeep.release.set()
+        for _ in range(200):
+            if upkeep.passes >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert upkeep.passes >= 3, "the pass after a failed one comes on time"
+        assert "relay: upkeep failed: lag unknown" in caplog.text
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 5)

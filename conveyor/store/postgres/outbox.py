@@ -72,6 +72,14 @@ class OutboxMixin(PgCore):
             await self._read(partial(_fetch, name="outbox_published",
                                      params={"ids": list(ids)}))
 
+    async def compact_outbox(self) -> None:
+        async def vacuum(conn: Conn) -> None:
+            # Not prepared: VACUUM is a utility statement, and it must run outside a
+            # transaction block (the pool's connections are in autocommit).
+            await conn.execute(OUTBOX_SQL["outbox_compact"], prepare=False)
+
+        await self._read(vacuum)
+
     async def outbox_backlog(self) -> dict[str, int]:
         async def read(conn: Conn) -> dict[str, int]:
             return {r["queue"]: int(r["due"]) for r in await _fetch(conn, "outbox_backlog")}

@@ -61,6 +61,15 @@ WITH relay_commit AS MATERIALIZED (
 DELETE FROM outbox
 WHERE id = ANY(%(ids)b::bigint[]) AND (SELECT synchronous_commit FROM relay_commit) = 'off';
 
+-- name: outbox_compact
+-- The relay deletes every row it publishes; until a vacuum removes them, the dead rows
+-- stay in the indexes, and each claim (and outbox_next_due) walks past them from the
+-- oldest id on: after a drain of 100,000 operations an empty outbox took 3.7 ms to claim
+-- from instead of 0.1 ms. Autovacuum comes back to a database only once a minute
+-- (autovacuum_naptime), so the relay asks for it (OutboxCompaction). SKIP_LOCKED: a
+-- vacuum already under way (another relay's, or autovacuum's) is enough.
+VACUUM (SKIP_LOCKED) outbox;
+
 -- name: outbox_backlog
 SELECT queue, count(*) FILTER (WHERE due_at <= now()) AS due, count(*) AS total
 FROM outbox GROUP BY queue;
