@@ -86,6 +86,8 @@ async def test_batch_statements_find_rows_by_key_despite_stale_statistics(
                 "queue": "q", "limit": 100, "worker_id": "w", "lease_s": 30.0}),
             "delivered_candidates": _indexes(conn, OUTBOX_SQL["delivered_candidates"],
                                              {"ids": op_ids}),
+            "claim_delivered_free": _indexes(conn, OUTBOX_SQL["claim_delivered_free"], {
+                "ids": op_ids, "worker_id": "w", "lease_s": 30.0, "park_s": 0.5}),
         }
     running = {"op_ids": op_ids, "tokens": [1] * 100}
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -107,6 +109,7 @@ async def test_batch_statements_find_rows_by_key_despite_stale_statistics(
     assert "operations_pkey" in plans["claim_update"]
     assert "operations_id_key" in plans["claim_ids"]
     assert "operations_id_key" in plans["delivered_candidates"]
+    assert {"operations_id_key", "operations_pkey"} <= plans["claim_delivered_free"]
     # The one-statement claim reads the ready order (its head), and its jobs by key.
     assert "operations_ready" in plans["claim_head"]
     assert "jobs_pkey" in plans["claim_head"]
@@ -165,6 +168,33 @@ async def test_outcomes_one_at_a_time_reuse_one_plan(pg_store: PostgresStore,
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements").fetchall()
     # PostgreSQL plans the first five runs for their values, then compares.
     assert (generic, custom) == (runs - 5, 5)
+
+
+async def test_deliveries_one_at_a_time_reuse_one_plan(pg_store: PostgresStore,
+                                                       pg_url: str) -> None:
+    """At low rates a Kafka worker leases its deliveries one at a time, and the relay
+    deletes the rows it published one at a time. Once prepared, both statements keep
+    one plan for any ids, as the outcome statement does (planned for one id seen as a
+    constant, they planned again on every run)."""
+    runs = 12
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        _stale_statistics(conn)
+        conn.execute("ANALYZE")
+        for i in range(1, runs + 1):
+            leased = conn.execute(OUTBOX_SQL["claim_delivered_free"], {
+                "ids": [f"op-wait{i}"], "worker_id": "w", "lease_s": 30.0, "park_s": 0.5},
+                prepare=True).fetchall()
+            assert [r[0] for r in leased] == [f"op-wait{i}"]
+        # And the relay's delete of what it published, one row at a time.
+        conn.execute("INSERT INTO outbox (op_id, queue, kind, due_at) SELECT 'op-wait' "
+                     "|| g, 'q', 'dispatch', now() FROM generate_series(1, %s) g", (runs,))
+        conn.execute("ANALYZE outbox")
+        for (row_id,) in conn.execute("SELECT id FROM outbox ORDER BY id").fetchall():
+            deleted = conn.execute(OUTBOX_SQL["outbox_published"], {"ids": [row_id]},
+                                   prepare=True)
+            assert deleted.rowcount == 1
+        assert conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                            ).fetchall() == [(runs - 5, 5)] * 2
 
 
 async def test_reads_of_one_job_at_a_time_reuse_one_plan(pg_store: PostgresStore,

@@ -56,10 +56,12 @@ ORDER BY b.id;
 -- name: outbox_published
 -- Commits without waiting for the WAL flush (see outbox_claim). A DELETE runs a SELECT
 -- in its WITH only where it reads it: the last condition is that read (always true).
+-- The ids through a subquery, for one prepared plan (see claim_delivered_free).
 WITH relay_commit AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true) AS synchronous_commit)
 DELETE FROM outbox
-WHERE id = ANY(%(ids)b::bigint[]) AND (SELECT synchronous_commit FROM relay_commit) = 'off';
+WHERE id = ANY(ARRAY(SELECT unnest(%(ids)b::bigint[])))
+  AND (SELECT synchronous_commit FROM relay_commit) = 'off';
 
 -- name: outbox_compact
 -- The relay deletes every row it publishes; until a vacuum removes them, the dead rows
@@ -90,9 +92,12 @@ WHERE claimed_until IS NULL OR claimed_until < now();
 -- has a key, nothing changes and `keyed` answers: the caller leases them with
 -- delivered_candidates and claim_update (the key lock and its second snapshot).
 -- Always answers at least one row: the leased ones, or one of NULLs; each carries the
--- ids parked.
+-- ids parked. The ids come through a subquery (see select_jobs): seen as constants, a
+-- delivery of one id made a plan cheaper than the generic one, so every run planned
+-- again (0.35 ms of server CPU each, more than the statement's own run).
 WITH d AS MATERIALIZED (
-    SELECT o.seq, o.key FROM operations o WHERE o.id = ANY(%(ids)b::text[])),
+    SELECT o.seq, o.key FROM operations o
+    WHERE o.id = ANY(ARRAY(SELECT unnest(%(ids)b::text[])))),
 head AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM d WHERE d.key IS NOT NULL) AS keyed),
 c AS MATERIALIZED (
     SELECT o.seq FROM operations o
