@@ -168,3 +168,6 @@ class Relay:
             except (StoreUnavailable, TransportError) as exc:
                 log.warning("relay: upkeep failed: %s; next in %.1f s", exc,
                             self._maintenance_interval_s)
+            except Exception:  # a bug in one pass must not end upkeep, nor publication
+                log.exception("relay: upkeep failed; next in %.1f s",
+                              self._maintenance_interval_s)

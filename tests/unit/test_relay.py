@@ -218,7 +218,7 @@ async def test_a_store_without_compaction_is_never_asked() -> None:
 
 
 class BlockingUpkeep:
-    """Maintenance whose passes wait until released; the second pass fails."""
+    """Maintenance whose passes wait until released; the second and third fail."""
 
     def __init__(self) -> None:
         self.passes = 0
@@ -228,6 +228,8 @@ class BlockingUpkeep:
         self.passes += 1
         if self.passes == 2:
             raise TransportError("lag unknown")
+        if self.passes == 3:
+            raise KeyError("a bug")
         await self.release.wait()
 
 
@@ -254,11 +256,12 @@ async def test_upkeep_runs_beside_publication_and_a_failed_pass_is_logged(
         assert publisher.published == ["op1", "op2", "op3"], "not held back by upkeep"
         upkeep.release.set()
         for _ in range(200):
-            if upkeep.passes >= 3:
+            if upkeep.passes >= 4:
                 break
             await asyncio.sleep(0.01)
-        assert upkeep.passes >= 3, "the pass after a failed one comes on time"
+        assert upkeep.passes >= 4, "the pass after a failed one comes on time"
         assert "relay: upkeep failed: lag unknown" in caplog.text
+        assert "KeyError: 'a bug'" in caplog.text, "logged with its traceback"
     finally:
         stopping.set()
         await asyncio.wait_for(task, 5)
