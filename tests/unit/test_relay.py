@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from conveyor.errors import TransportError
 from conveyor.relay import Relay
 from conveyor.store.base import Delivered, OutboxEntry
+from conveyor.testing.contract_support import eventually
 
 
 class FakeOutbox:
@@ -148,6 +149,13 @@ async def test_an_idle_relay_wakes_on_new_rows_and_when_a_delayed_row_falls_due(
         await store.close()
 
 
+async def until(condition: Callable[[], bool], what: str) -> None:
+    async def probe() -> bool:
+        return condition()
+
+    await eventually(probe, timeout_s=2.0, interval_s=0.01, what=what)
+
+
 class CompactingOutbox(FakeOutbox):
     """A store with :class:`OutboxCompaction`: each compaction waits until released."""
 
@@ -199,13 +207,10 @@ async def test_a_failed_compaction_is_logged_and_the_relay_goes_on(
                   compact_after_rows=2)
     stopping = asyncio.Event()
     task = asyncio.create_task(relay.run(stopping))
-    for _ in range(200):
-        if not outbox.rows:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not outbox.rows, "every row published")
     stopping.set()
     await asyncio.wait_for(task, 5)
-    assert outbox.rows == {} and outbox.started >= 1 and relay.compactions == 0
+    assert outbox.started >= 1 and relay.compactions == 0
     assert "compacting the outbox failed: vacuum refused" in caplog.text
 
 
@@ -243,23 +248,13 @@ async def test_upkeep_runs_beside_publication_and_a_failed_pass_is_logged(
     stopping = asyncio.Event()
     task = asyncio.create_task(relay.run(stopping))
     try:
-        for _ in range(200):
-            if upkeep.passes:
-                break
-            await asyncio.sleep(0.01)
-        assert upkeep.passes == 1  # and held there
+        await until(lambda: upkeep.passes == 1, "the first pass")  # held there
         outbox.add(3)
-        for _ in range(200):
-            if len(publisher.published) == 3:
-                break
-            await asyncio.sleep(0.01)
-        assert publisher.published == ["op1", "op2", "op3"], "not held back by upkeep"
+        await until(lambda: len(publisher.published) == 3, "publication beside upkeep")
+        assert publisher.published == ["op1", "op2", "op3"]
+        assert upkeep.passes == 1
         upkeep.release.set()
-        for _ in range(200):
-            if upkeep.passes >= 4:
-                break
-            await asyncio.sleep(0.01)
-        assert upkeep.passes >= 4, "the pass after a failed one comes on time"
+        await until(lambda: upkeep.passes >= 4, "the passes after failed ones, on time")
         assert "relay: upkeep failed: lag unknown" in caplog.text
         assert "KeyError: 'a bug'" in caplog.text, "logged with its traceback"
     finally:
