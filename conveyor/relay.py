@@ -37,7 +37,7 @@ from typing import Protocol
 from .errors import StoreUnavailable, TransportError
 from .store.base import OutboxCompaction, OutboxSignal, OutboxStore
 from .transport.base import Publisher
-from .waiting import first_of
+from .waiting import first_of, wait_event
 
 log = logging.getLogger("conveyor.relay")
 
@@ -104,11 +104,6 @@ class Relay:
         except Exception as exc:  # the next one will do; publication goes on
             log.warning("relay: compacting the outbox failed: %s", exc)
 
-    async def _finish_compaction(self) -> None:
-        """Let a compaction under way end (called when :meth:`run` stops)."""
-        if self._compacting is not None:
-            await self._compacting
-
     def close(self) -> None:
         """Flush and drop the publisher (after :meth:`run` returned)."""
         self._publisher.close()
@@ -142,8 +137,7 @@ class Relay:
                     backoff_s = 0.2
                 except (StoreUnavailable, TransportError) as exc:
                     log.warning("relay: %s; retrying in %.1f s", exc, backoff_s)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stopping.wait(), backoff_s)
+                    await wait_event(stopping, backoff_s)
                     backoff_s = min(backoff_s * 2, 5.0)
                     continue
                 if idle_s > 0:
@@ -153,16 +147,13 @@ class Relay:
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
-            await self._finish_compaction()
+            if self._compacting is not None:  # let a compaction under way end
+                await self._compacting
 
     async def _upkeep(self, maintenance: Periodic, stopping: asyncio.Event) -> None:
         """``maintenance`` every ``maintenance_interval_s`` until ``stopping``; a failed
         pass is logged and the next one comes on time."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self._maintenance_interval_s)
-            if stopping.is_set():
-                return
+        while not await wait_event(stopping, self._maintenance_interval_s):
             try:
                 await maintenance.run_once()
             except (StoreUnavailable, TransportError) as exc:

@@ -1,8 +1,9 @@
-"""Waiting for the first of several wake-ups."""
+"""Waiting for a wake-up: an event, or the first of several, with a timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Sequence
 
 
@@ -16,3 +17,11 @@ async def first_of(wakeups: Sequence[Awaitable[object]], timeout_s: float) -> No
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Return when ``event`` is set or after ``timeout_s``, whichever is first; whether
+    it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)
+    return event.is_set()

@@ -12,7 +12,6 @@ call: a test double, not a production store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..model import (
     Outcome,
     Submitted,
 )
+from ..waiting import wait_event
 from .base import Delivered, OutboxEntry
 from .memory import MemoryStore
 
@@ -169,8 +169,7 @@ class MemoryOutboxStore(MemoryStore):
     async def wait_outbox(self, timeout_s: float) -> None:
         """The :class:`~conveyor.store.base.OutboxSignal` of this process's rows."""
         if not self._written.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._written.wait(), timeout_s)
+            await wait_event(self._written, timeout_s)
         self._written.clear()
 
     async def claim_delivered(self, op_ids: Sequence[str], worker_id: str, lease_s: float,

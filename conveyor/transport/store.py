@@ -12,13 +12,12 @@ lost notification).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from ..model import Claim
 from ..store.base import Store
-from ..waiting import first_of
+from ..waiting import first_of, wait_event
 
 
 @runtime_checkable
@@ -67,8 +66,7 @@ class StoreTransport:
 
     async def _wait(self, timeout_s: float) -> None:
         if self._signal is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+            await wait_event(self._wakeup, timeout_s)
             return
         await first_of([self._wakeup.wait(),
                         self._signal.wait_ready(self._queues, timeout_s)], timeout_s)

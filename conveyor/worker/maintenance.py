@@ -8,12 +8,12 @@ gone once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from ..errors import StoreUnavailable
 from ..store.base import Store
 from ..transport.base import Transport
+from ..waiting import wait_event
 
 log = logging.getLogger("conveyor.maintenance")
 
@@ -48,5 +48,4 @@ class Rescuer:
                 await self.run_once()
             except StoreUnavailable as exc:
                 log.warning("rescuer: store unavailable (%s)", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self._interval_s)
+            await wait_event(stopping, self._interval_s)

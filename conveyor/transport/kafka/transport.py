@@ -30,6 +30,7 @@ from typing import Any
 from ...errors import TransportError
 from ...model import Claim
 from ...store.base import OutboxStore
+from ...waiting import wait_event
 from .client import KafkaClient
 from .consumer import FETCH_BACKOFF_MS, Entry, QueueConsumer
 from .messages import group_id
@@ -149,8 +150,7 @@ class KafkaTransport:
                     f" (client: {client_error})" if client_error else "")
                 log.warning("waiting for Kafka at %s (attempt %d, next in %.1f s): %s",
                             s.kafka_client.shown(), self.start_attempts, delay_s, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay_s)
+                await wait_event(self._stopping, delay_s)
                 delay_s = min(delay_s * 2, s.start_backoff_max_s)
                 continue
             if self.start_attempts > 1:
@@ -194,8 +194,7 @@ class KafkaTransport:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            await wait_event(self._wakeup, remaining)
 
     async def _claim(self, taken: list[tuple[QueueConsumer, Entry]],
                      lease_s: float) -> list[Claim]:
