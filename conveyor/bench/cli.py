@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -115,7 +116,7 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
     """Run every selected workload (and ceiling) into ``report``; False if any failed."""
     groups = {**target.groups(), "generator": lambda: [os.getpid()]}
     sampler = Sampler(groups, interval_s=0.1, pool=groups.get(target.pool_group)).start()
-    bench = Bench(target, sampler, options, reporter)
+    bench = Bench(target, sampler, options, reporter, report["results"])
     ok = True
     try:
         for name in names:
@@ -136,6 +137,23 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
     finally:
         sampler.stop()
     return ok
+
+
+def _parse_rate(value: str, names: list[str]) -> tuple[float, float | None]:
+    """``--rate``: arrivals per second, or ``half-b2`` (B3 then follows a B2 of the same
+    run). Returns the rate and the fraction of B2's throughput (None for a fixed rate)."""
+    if value.strip().lower() == "half-b2":
+        if "b3" in names and ("b2" not in names or names.index("b2") > names.index("b3")):
+            raise typer.BadParameter("--rate half-b2 needs b2 before b3 in --workloads")
+        return 200.0, 0.5
+    try:
+        rate_per_s = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"--rate: a number of arrivals per second or half-b2, "
+                                 f"not {value!r}") from None
+    if not 1.0 <= rate_per_s < math.inf:
+        raise typer.BadParameter(f"--rate: at least 1 arrival per second, not {value!r}")
+    return rate_per_s, None
 
 
 def _parse_list(value: str, known: dict[str, Any] | tuple[str, ...], what: str,
@@ -184,8 +202,9 @@ def bench(
                                             help="B1/B2b/B4: jobs per batch request")] = 1000,
     batch_connections: Annotated[int, typer.Option(
         "--batch-connections", min=1, help="B1/B2b/B4: batches in flight")] = 2,
-    rate: Annotated[float, typer.Option("--rate", min=1.0, help="B3: arrivals per second")
-                    ] = 200.0,
+    rate: Annotated[str, typer.Option(
+        "--rate", help="B3: arrivals per second, or half-b2 (half the B2 throughput "
+                       "measured before it in this run)")] = "200",
     rate_duration_s: Annotated[float, typer.Option(
         "--rate-duration", min=0.1, help="B3: seconds of arrivals")] = 10.0,
     cpu_ops: Annotated[int, typer.Option("--cpu-ops", min=1, help="B4: operations")] = 1000,
@@ -232,11 +251,13 @@ def bench(
         ceilings, CEILINGS, "ceiling")
     if sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise typer.BadParameter("--sqlite-synchronous: FULL, NORMAL or EXTRA")
+    rate_per_s, rate_of_b2 = _parse_rate(rate, names)
     options = Options(
         b1_ops=ops, load_batch=batch_size, load_connections=batch_connections,
         b2_connections=connections, b2_duration_s=duration_s, b2_warmup_s=warmup_s,
         b2_requests=requests, b2b_ops=batch_ops, b2b_batch=batch_size,
-        b2b_connections=batch_connections, b3_rate_per_s=rate,
+        b2b_connections=batch_connections, b3_rate_per_s=rate_per_s,
+        b3_rate_of_b2=rate_of_b2,
         b3_duration_s=rate_duration_s, b4_ops=cpu_ops, b4_ms=cpu_ms, mem_ops=mem_ops,
         mem_backlog=mem_backlog, deadline_s=deadline_s,
     )

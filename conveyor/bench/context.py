@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .http import LoadError
@@ -66,6 +66,10 @@ class Options:
     b2b_batch: int = 1000
     b2b_connections: int = 2
     b3_rate_per_s: float = 200.0
+    b3_rate_of_b2: float | None = None
+    """When set, B3's arrivals per second are this fraction of the B2 throughput measured
+    earlier in the same run, instead of ``b3_rate_per_s`` (the targets' "half of B2's
+    maximum rate" is 0.5)."""
     b3_duration_s: float = 10.0
     b3_connections: int = 256
     b3_sample: int = 5000
@@ -92,6 +96,8 @@ class Bench:
     sampler: Sampler
     options: Options
     reporter: Reporter
+    results: dict[str, Any] = field(default_factory=dict)
+    """What the workloads run before this one reported, by name."""
 
 
 class Deadline:

@@ -27,7 +27,7 @@ from .control import (
     wait_finished,
     wait_published,
 )
-from .http import HttpPool, job_id_of
+from .http import HttpPool, LoadError, job_id_of
 from .stats import rate, summarize_ms
 
 B3_WARMUP_JOBS = 20
@@ -316,8 +316,20 @@ async def warm_up(bench: Bench, pool: HttpPool, raw: bytes, n: int, deadline: De
                         done_count(before), deadline, "B3: warm-up")
 
 
+def b3_rate_per_s(bench: Bench) -> float:
+    """B3's arrivals per second: the fixed rate, or its share of the B2 run before it."""
+    o = bench.options
+    if o.b3_rate_of_b2 is None:
+        return o.b3_rate_per_s
+    b2_per_s = bench.results.get("b2", {}).get("throughput_per_s")
+    if not isinstance(b2_per_s, (int, float)) or b2_per_s <= 0:
+        raise LoadError("B3 runs at a share of B2's throughput, and B2 measured none")
+    return max(1.0, round(b2_per_s * o.b3_rate_of_b2, 1))
+
+
 async def b3(bench: Bench) -> dict[str, Any]:
     o = bench.options
+    rate_per_s = b3_rate_per_s(bench)
     deadline = Deadline(o.deadline_s)
     await asyncio.to_thread(bench.target.start, workers=True)
     pool = HttpPool(bench.target.url, connections=o.b3_connections, timeout_s=60)
@@ -327,7 +339,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
                       deadline)
         before = await queue_counts(pool)
         result = await open_loop(bench, pool, pool.encode("POST", "/v1/jobs", body),
-                                 o.b3_rate_per_s, o.b3_duration_s, deadline, "B3 open loop")
+                                 rate_per_s, o.b3_duration_s, deadline, "B3 open loop")
         ids: list[str] = result.pop("ids")
         start, end = result.pop("window")
         await wait_finished(bench, pool, ids, done_count(before) + len(ids),
@@ -343,7 +355,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
     lag = result["generator_lag_ms"]
     return {
         "workload": "b3", "title": "B3 open loop", "task": "sys.noop",
-        "rate_per_s": o.b3_rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
+        "rate_per_s": rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
         "warmup_jobs": B3_WARMUP_JOBS,
         **result,
         "sampled_ops": len(ops),

@@ -1,10 +1,12 @@
 """``conveyor bench`` end to end: it starts an embedded server (``conveyor api``, then
-``conveyor serve`` on the same SQLite file), runs a small B1 drain and a short B2 closed
-loop over real loopback HTTP, and writes a JSON report whose figures must be sane."""
+``conveyor serve`` on the same SQLite file), runs a small B1 drain, a short B2 closed
+loop and a B3 open loop at half of that B2's rate over real loopback HTTP, and writes a
+JSON report whose figures must be sane."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +18,13 @@ N_REQUESTS = 300
 
 
 @pytest.mark.timeout(120)
-def test_bench_b1_and_b2_on_embedded(tmp_path: Path) -> None:
+def test_bench_b1_b2_and_b3_on_embedded(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable, "-m", "conveyor.cli", "bench",
-        "--tier", "embedded", "--workloads", "b1,b2",
+        "--tier", "embedded", "--workloads", "b1,b2,b3",
         "--ops", str(N_OPS), "--requests", str(N_REQUESTS), "--warmup", "0",
+        "--rate", "half-b2", "--rate-duration", "0.5",
         "--connections", "16", "--processes", "1", "--deadline", "50",
         "--workdir", str(tmp_path / "work"), "--out", str(out), "--quiet",
     ]
@@ -53,6 +56,26 @@ def test_bench_b1_and_b2_on_embedded(tmp_path: Path) -> None:
     assert lat["count"] == N_REQUESTS
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert b2["cpu"]["server"]["us_per_op"] > 0
+
+    b3 = report["results"]["b3"]
+    assert "error" not in b3, b3
+    assert b3["rate_per_s"] == max(1.0, round(b2["throughput_per_s"] / 2, 1))
+    assert b3["requests"] == b3["ok"] == int(b3["rate_per_s"] * 0.5)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-w", "b3", "--rate", "half-b2"], "needs b2 before b3"),
+    (["-w", "b3,b2", "--rate", "half-b2"], "needs b2 before b3"),
+    (["-w", "b3", "--rate", "fast"], "not 'fast'"),
+    (["-w", "b3", "--rate", "0.5"], "at least 1 arrival"),
+])
+def test_bench_rejects_a_rate_it_cannot_follow(tmp_path: Path, args: list[str],
+                                               message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "conveyor.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "COLUMNS": "200"})  # one line per message
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.timeout(120)
