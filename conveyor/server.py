@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import uvicorn
 
 from .api.app import create_app
+from .api.http_protocol import HTTP_SETTINGS
 from .config import Config
 from .errors import ConfigError
 from .model import NewJob
@@ -159,10 +160,7 @@ async def run(
 
 
 def _http_server(app: object, host: str, port: int) -> _Server:
-    return _Server(uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",  # type: ignore[arg-type]
-        server_header=False,
-    ))
+    return _Server(uvicorn.Config(app, host=host, port=port, **HTTP_SETTINGS))  # type: ignore[arg-type]
 
 
 def loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:

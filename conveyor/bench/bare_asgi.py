@@ -1,5 +1,5 @@
 """Bare HTTP endpoints for the ASGI stage ceiling, served by uvicorn exactly as Conveyor's
-API is (same loop, HTTP parser, log and header settings).
+API is (same loop, HTTP protocol, log and header settings).
 
 ``raw``: a plain ASGI callable that reads the body and answers 202 with a small JSON
 document: what the HTTP stack alone can do. ``fastapi``: the same through a FastAPI
@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from ..api.http_protocol import HTTP_SETTINGS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,9 +65,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["raw", "fastapi"], default="raw")
     args = parser.parse_args()
     app: Any = raw_app if args.kind == "raw" else fastapi_app()
-    # The same settings as conveyor.server._http_server.
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                lifespan="off", server_header=False)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, **HTTP_SETTINGS)
 
 
 if __name__ == "__main__":
