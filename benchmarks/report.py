@@ -63,7 +63,8 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
             lines.append(f"| {label} | {TARGETS.get(label, '')} | " + " | ".join(cells) + " |")
     lines += ["", "In brackets: Conveyor's embedded figure divided by the peer's. Throughput "
               "and efficiency: higher is better; latency and CPU per operation: lower is "
-              "better. `conveyor-postgres` and `conveyor-kafka` run B1, B3 and B4 only."]
+              "better. `conveyor-postgres` and `conveyor-kafka` run B1, B2, B3 and B4 (no "
+              "B2b); the peers, which have no HTTP API, B1, B3 and B4."]
     tiers = summary.get("tiers_vs_peers") or []
     if tiers:
         lines += ["", "| tier | B1 drain ops/s | vs Celery (target 10x) | vs the fastest peer "
