@@ -239,11 +239,13 @@ core at 2,000 arrivals/s (on a 2-core machine, one taken from the system measure
 Arrivals that fall due within a tick leave together when it ends; their latency still
 counts from their scheduled times."""
 
+
 async def open_loop(bench: Bench, pool: HttpPool, raw: bytes, rate_per_s: float,
                     duration_s: float, deadline: Deadline, label: str) -> dict[str, Any]:
     """Requests at fixed scheduled times (``rate_per_s``), each on its own task, sent
-    within about :data:`TICK_S` of it; latency counts from the scheduled time, so a stalled server
-    cannot hide its stall by slowing the generator down (no coordinated omission)."""
+    within about :data:`TICK_S` of it; latency counts from the scheduled time, so a
+    stalled server cannot hide its stall by slowing the generator down (no coordinated
+    omission)."""
     n = max(1, int(rate_per_s * duration_s))
     latencies: list[float] = [math.nan] * n
     lags: list[float] = [math.nan] * n
