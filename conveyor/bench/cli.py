@@ -145,7 +145,7 @@ def _parse_rate(value: str, names: list[str]) -> tuple[float, float | None]:
     if value.strip().lower() == "half-b2":
         if "b3" in names and ("b2" not in names or names.index("b2") > names.index("b3")):
             raise typer.BadParameter("--rate half-b2 needs b2 before b3 in --workloads")
-        return 200.0, 0.5
+        return Options.b3_rate_per_s, 0.5  # the fixed rate stays unused
     try:
         rate_per_s = float(value)
     except ValueError:
