@@ -55,6 +55,36 @@ async def test_a_failing_call_fails_only_its_caller(store: SQLiteStore) -> None:
     assert [j.id for j in await store.get_jobs([other.id])] == [other.id]
 
 
+async def test_a_call_that_fails_after_writing_is_undone_alone(store: SQLiteStore) -> None:
+    """Three calls in one group, the middle one writes and then raises: its write is
+    undone, the other two commit, and only its caller gets the error."""
+    gate = threading.Event()
+    undone = job("t.a")
+
+    def hold(conn: sqlite3.Connection) -> None:
+        if not gate.wait(10.0):
+            raise TimeoutError("the test never opened the gate")
+
+    def write_then_fail(conn: sqlite3.Connection) -> None:
+        store._insert_all(conn, [undone])
+        raise RuntimeError("failed after writing")
+
+    running = asyncio.ensure_future(store._write(hold))  # the writer waits in this group
+    await asyncio.sleep(0.05)
+    before, after = job("t.a"), job("t.a")
+    calls = [asyncio.ensure_future(c) for c in (
+        store.insert_jobs([before]), store._write(write_then_fail), store.insert_jobs([after]))]
+    await asyncio.sleep(0.05)  # all three wait for the next group
+    gate.set()
+    await running
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    assert [[a.job_id for a in results[0]], [a.job_id for a in results[2]]] == [  # type: ignore[union-attr]
+        [before.id], [after.id]]
+    assert _stored(store.path, before.id) and _stored(store.path, after.id)
+    assert not _stored(store.path, undone.id)
+
+
 async def test_answers_reach_callers_after_many_groups(store: SQLiteStore) -> None:
     jobs = [job("t.a") for _ in range(300)]
     answers = await asyncio.gather(*(store.insert_jobs([j]) for j in jobs))
