@@ -12,6 +12,7 @@ from ..model import (
     ErrorInfo,
     Job,
     JobStatus,
+    NewJob,
     Operation,
     OpStatus,
     TaskInfo,
@@ -94,6 +95,26 @@ def jobs(job_rows: Iterable[Row], op_rows: Iterable[Row]) -> list[Job]:
             )
         )
     return out
+
+
+def created_job(job: NewJob, op_values: Sequence[dict[str, Any]], seqs: Sequence[int],
+                now: float) -> Job:
+    """``job`` as its inserts have just stored it: ``op_values`` are the values its
+    operations were inserted with (in order, as ``insert_operation`` takes them), ``seqs``
+    the submission order they got. For an adapter that builds the answer instead of having
+    its inserts return the rows (an insert's stored values are its inputs and the
+    columns' defaults, which are here)."""
+    operations = tuple(
+        Operation(
+            id=values["id"], job_id=job.id, seq=seq, queue=job.queue, task=op.task,
+            args=op.args, key=op.key, priority=op.priority,
+            status=OpStatus(values["status"]), attempts=0, max_attempts=op.max_attempts,
+            timeout_s=op.timeout_s, result=None, error=None, created_at=now,
+            run_at=values["run_at"], started_at=None, finished_at=None)
+        for op, values, seq in zip(job.operations, op_values, seqs, strict=True))
+    return Job(id=job.id, queue=job.queue, tenant=job.tenant, status=JobStatus.QUEUED,
+               metadata=job.metadata, created_at=now, operations=operations,
+               idempotency_key=job.idempotency_key)
 
 
 CLAIM_COLUMNS = ("id", "job_id", "queue", "task", "args", "key", "attempts", "max_attempts",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from ...errors import SchemaMismatch
 from ...keys import ApiKey
@@ -37,8 +37,6 @@ from ..sqlfile import load_blocks, migrations
 from .core import SQL, dumps, statements
 from .leases import LeaseMixin
 
-_INSERT_JOB_RETURNING = SQL["insert_job"].removesuffix(";") + "\nRETURNING *;"
-_INSERT_OPERATION_RETURNING = SQL["insert_operation"].removesuffix(";") + "\nRETURNING *;"
 _KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
 _MIGRATIONS = migrations(__name__ + ".sql")
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
@@ -113,20 +111,23 @@ class SQLiteStore(LeaseMixin):
     def _insert_returning(
         self, conn: sqlite3.Connection, jobs: Sequence[NewJob]
     ) -> list[Submitted]:
-        """:meth:`_insert_all`, with each created job as stored: from the rows its inserts
-        return (``RETURNING``), not read again. One statement per row: for the one-job
-        submissions that want their jobs, fewer statements than a multi-row insert and
-        two reads (about a fifth of the writer thread's time in B2)."""
+        """:meth:`_insert_all`, with each created job as stored, built from the values
+        just inserted and the row ids SQLite gave its operations (their ``seq``) rather
+        than returned by the inserts: a statement that returns a row takes SQLite two
+        steps, and every step gives up the GIL and waits to take it back (see
+        :meth:`SQLiteCore._group`). One statement per row: for the one-job submissions
+        that want their jobs, fewer statements than a multi-row insert."""
         now = self._clock()
         answers: list[Submitted] = []
         for job in jobs:
-            row = conn.execute(_INSERT_JOB_RETURNING, self._job_row(job, now)).fetchone()
-            if row is None:  # not created: its idempotency key (or id) exists
-                answers.append(self._existing(conn, job))
+            if conn.execute(SQL["insert_job"], self._job_row(job, now)).rowcount == 0:
+                answers.append(self._existing(conn, job))  # its idempotency key (or id) exists
                 continue
-            op_rows = [conn.execute(_INSERT_OPERATION_RETURNING, values).fetchone()
-                       for values in self._operation_rows(job, now)]
-            answers.append(Submitted(job.id, created=True, job=rows.jobs([row], op_rows)[0]))
+            op_values = self._operation_rows(job, now)
+            seqs = [cast(int, conn.execute(SQL["insert_operation"], values).lastrowid)
+                    for values in op_values]  # set by every insert of a row
+            answers.append(Submitted(job.id, created=True,
+                                     job=rows.created_job(job, op_values, seqs, now)))
         return answers
 
     def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
