@@ -23,6 +23,7 @@ from ...model import (
     Job,
     JobFilter,
     NewJob,
+    NewOperation,
     Operation,
     OpFilter,
     OpStatus,
@@ -134,13 +135,17 @@ class SQLiteStore(LeaseMixin):
         now = self._clock()
         if any(job.idempotency_key is not None for job in jobs):
             return [self._insert_one(conn, job, now) for job in jobs]
-        # No idempotency key: a job row is always new, so all of them go in one statement,
-        # then all operations in a second one, in input order (seq is submission order).
-        cur = conn.executemany(SQL["insert_job"], [self._job_row(job, now) for job in jobs])
-        if cur.rowcount != len(jobs):  # a primary-key clash: ids are random, a bug upstream
-            raise sqlite3.IntegrityError("a job id of the batch already exists")
-        conn.executemany(SQL["insert_operation"],
-                         [row for job in jobs for row in self._operation_rows(job, now)])
+        # No idempotency key: a job row is always new, so all of them go in one statement
+        # (a primary-key clash raises IntegrityError: ids are random, a bug upstream), then
+        # all operations in a second one, in input order (seq is submission order).
+        conn.execute(SQL["insert_jobs_json"], {"now": now, "jobs": dumps(
+            [[job.id, job.tenant, job.queue, dumps(job.metadata), dumps(job.headers),
+              job.request_hash] for job in jobs])})
+        conn.execute(SQL["insert_operations_json"], {"now": now, "ops": dumps([
+            [new_id(), job.id, job.tenant, job.queue, op.task, dumps(op.args), op.key,
+             op.priority, _initial_status(op), op.max_attempts, op.timeout_s, op.delay_s,
+             headers, len(job.operations)]
+            for job in jobs for headers in (dumps(job.headers),) for op in job.operations])})
         return [Submitted(job.id, created=True) for job in jobs]
 
     @staticmethod
@@ -160,7 +165,7 @@ class SQLiteStore(LeaseMixin):
                 "id": new_id(), "job_id": job.id, "tenant": job.tenant, "queue": job.queue,
                 "task": op.task, "args": dumps(op.args), "key": op.key,
                 "priority": op.priority,
-                "status": (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value,
+                "status": _initial_status(op),
                 "max_attempts": op.max_attempts, "timeout_s": op.timeout_s, "now": now,
                 "run_at": now + op.delay_s, "headers": headers, "job_ops": len(job.operations),
             }
@@ -362,6 +367,10 @@ class SQLiteStore(LeaseMixin):
             return sorted(r["id"] for r in conn.execute(_KEYS_SQL["revoke_keys"], params))
 
         return await self._write(revoke)
+
+
+def _initial_status(op: NewOperation) -> str:
+    return (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value
 
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]

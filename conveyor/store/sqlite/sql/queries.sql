@@ -19,6 +19,27 @@ INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, st
 VALUES (:id, :job_id, :tenant, :queue, :task, :args, :key, :priority, :status,
         :max_attempts, :timeout_s, :now, :run_at, :headers, :job_ops);
 
+-- name: insert_jobs_json
+-- Jobs without idempotency keys, all new: :jobs is a JSON array of
+-- [id, tenant, queue, metadata, headers, request_hash] (metadata and headers as JSON
+-- text). One statement for a whole batch, not one per row: each statement run is a
+-- hand-off of Python's GIL between the writer thread and the event loop.
+INSERT INTO jobs (id, tenant, queue, status, metadata, headers, request_hash, created_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, 'queued', value ->> 3, value ->> 4,
+       value ->> 5, :now
+FROM json_each(:jobs) ORDER BY key;
+
+-- name: insert_operations_json
+-- The operations of insert_jobs_json, in submission order (the array's): :ops is a JSON
+-- array of [id, job_id, tenant, queue, task, args, key, priority, status, max_attempts,
+-- timeout_s, delay_s, headers, job_ops] (args and headers as JSON text).
+INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
+                        max_attempts, timeout_s, created_at, run_at, headers, job_ops)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, :now,
+       :now + (value ->> 11), value ->> 12, value ->> 13
+FROM json_each(:ops) ORDER BY key;
+
 -- name: select_jobs
 SELECT * FROM jobs
 WHERE id IN (SELECT value FROM json_each(:ids))
