@@ -9,11 +9,13 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from conveyor.errors import StoreUnavailable
 from conveyor.store.sqlite import SQLiteStore
 from conveyor.testing.contract_support import job
 
@@ -55,34 +57,57 @@ async def test_a_failing_call_fails_only_its_caller(store: SQLiteStore) -> None:
     assert [j.id for j in await store.get_jobs([other.id])] == [other.id]
 
 
-async def test_a_call_that_fails_after_writing_is_undone_alone(store: SQLiteStore) -> None:
-    """Three calls in one group, the middle one writes and then raises: its write is
-    undone, the other two commit, and only its caller gets the error."""
+async def _in_one_group(store: SQLiteStore, middle: Callable[[sqlite3.Connection], None]
+                        ) -> tuple[list[Any], list[str]]:
+    """Two submissions with ``middle`` between them, all three in one group: the
+    answers, and the ids of the two jobs."""
     gate = threading.Event()
-    undone = job("t.a")
 
     def hold(conn: sqlite3.Connection) -> None:
         if not gate.wait(10.0):
             raise TimeoutError("the test never opened the gate")
 
-    def write_then_fail(conn: sqlite3.Connection) -> None:
-        store._insert_all(conn, [undone])
-        raise RuntimeError("failed after writing")
-
     running = asyncio.ensure_future(store._write(hold))  # the writer waits in this group
     await asyncio.sleep(0.05)
     before, after = job("t.a"), job("t.a")
     calls = [asyncio.ensure_future(c) for c in (
-        store.insert_jobs([before]), store._write(write_then_fail), store.insert_jobs([after]))]
+        store.insert_jobs([before]), store._write(middle), store.insert_jobs([after]))]
     await asyncio.sleep(0.05)  # all three wait for the next group
     gate.set()
     await running
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    return await asyncio.gather(*calls, return_exceptions=True), [before.id, after.id]
+
+
+async def test_a_call_that_fails_after_writing_is_undone_alone(store: SQLiteStore) -> None:
+    """The middle call of a group writes and then raises: its write is undone, the other
+    two commit, and only its caller gets the error."""
+    undone = job("t.a")
+
+    def write_then_fail(conn: sqlite3.Connection) -> None:
+        store._insert_all(conn, [undone])
+        raise RuntimeError("failed after writing")
+
+    results, ids = await _in_one_group(store, write_then_fail)
     assert isinstance(results[1], RuntimeError)
-    assert [[a.job_id for a in results[0]], [a.job_id for a in results[2]]] == [  # type: ignore[union-attr]
-        [before.id], [after.id]]
-    assert _stored(store.path, before.id) and _stored(store.path, after.id)
+    assert [a.job_id for a in results[0] + results[2]] == ids
+    assert all(_stored(store.path, job_id) for job_id in ids)
     assert not _stored(store.path, undone.id)
+
+
+async def test_an_error_that_ends_the_transaction_fails_the_whole_group(
+        store: SQLiteStore) -> None:
+    """Some SQLite errors (a full disk, an I/O error) roll the transaction back
+    themselves, and no savepoint can keep the other calls' writes: every caller of the
+    group gets the error, nothing of the group is stored, and the writer goes on."""
+    def end_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    results, ids = await _in_one_group(store, end_then_fail)
+    assert [type(r) for r in results] == [StoreUnavailable] * 3
+    assert not any(_stored(store.path, job_id) for job_id in ids)
+    [answer] = await store.insert_jobs([later := job("t.a")])
+    assert answer.job_id == later.id and _stored(store.path, later.id)
 
 
 async def test_answers_reach_callers_after_many_groups(store: SQLiteStore) -> None:

@@ -192,7 +192,8 @@ class SQLiteCore:
                 answers: list[tuple[bool, Any]] = [(True, fn(conn, *args))
                                                    for fn, args, _, _ in batch]
             except Exception:  # one call failed: run them again, each in its savepoint
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # some errors end the transaction themselves
+                    conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
                 answers = self._each_in_savepoint(conn, batch)
             conn.execute("COMMIT")
