@@ -299,6 +299,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._sampling = threading.Lock()
         self._members: dict[str, tuple[tuple[int, ...], list[int], float]] = {}
         self.rescan_s = 1.0
         self._keys: dict[str, tuple[int, ...]] = {}
@@ -310,6 +311,14 @@ class Sampler:
             self.series.setdefault(name, Series())
 
     def sample_now(self) -> None:
+        """Take a sample now (the sampler's thread does every ``interval_s``). A workload
+        also takes one at each edge of a short window it measures: a process started
+        less than an interval before the window would otherwise have no sample before
+        its end, and no share of it. Samples are taken one at a time, in time order."""
+        with self._sampling:
+            self._sample()
+
+    def _sample(self) -> None:
         with self._lock:
             groups = list(self._groups.items())
         now = time.time()

@@ -57,10 +57,12 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
     try:
         before = await queue_counts(pool)
         baseline = done_count(before)
-        load_started = time.time()
+        await asyncio.to_thread(bench.sampler.sample_now)  # the load may last less
+        load_started = time.time()                          # than the sampler's interval
         ids = await submit_batches(bench, pool, op, n, o.load_batch, o.load_connections,
                                    deadline, f"{title}: load")
         load_ended = time.time()
+        await asyncio.to_thread(bench.sampler.sample_now)
         published = await wait_published(bench, pool, deadline, f"{title}: publish") \
             if paused else None
         resumed = time.time()

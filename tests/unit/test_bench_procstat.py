@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -118,3 +121,26 @@ def test_the_sampler_keeps_looking_until_every_worker_pool_is_found(
     sampler._sample_pool(0.3)  # both found: no walk until rescan_s
     assert len(scans) == 3
     assert sorted(sampler.pool_series) == [1011, 2021]
+
+
+def test_a_process_started_just_before_a_short_window_gets_its_share_of_it() -> None:
+    """Workloads sample at the edges of the windows they measure: a process that started
+    less than the sampler's interval before a short window is counted in it."""
+    burn = ("import time\nend = time.process_time() + 0.3\n"
+            "while time.process_time() < end:\n    pass\nprint('done', flush=True)\n"
+            "time.sleep(30)\n")
+    sampler = Sampler({}, interval_s=60.0).start()  # its own ticks: none during the test
+    child = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+    try:
+        sampler.set_group("late", lambda: [child.pid])
+        sampler.sample_now()
+        start = time.time()
+        assert child.stdout is not None and child.stdout.readline() == "done\n"
+        end = time.time()
+        sampler.sample_now()
+        used = sampler.cpu_window(start, end)
+        assert used["late"] == pytest.approx(0.3, abs=0.1)
+    finally:
+        child.kill()
+        child.communicate()
+        sampler.stop()
