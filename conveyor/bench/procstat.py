@@ -299,7 +299,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._sampling = threading.Lock()
+        """Held while the groups change and while a sample is taken."""
         self._members: dict[str, tuple[tuple[int, ...], list[int], float]] = {}
         self.rescan_s = 1.0
         self._keys: dict[str, tuple[int, ...]] = {}
@@ -315,12 +315,11 @@ class Sampler:
         also takes one at each edge of a short window it measures: a process started
         less than an interval before the window would otherwise have no sample before
         its end, and no share of it. Samples are taken one at a time, in time order."""
-        with self._sampling:
+        with self._lock:
             self._sample()
 
     def _sample(self) -> None:
-        with self._lock:
-            groups = list(self._groups.items())
+        groups = list(self._groups.items())
         now = time.time()
         busy = machine_busy_s()
         if busy is not None:

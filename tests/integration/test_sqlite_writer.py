@@ -61,18 +61,20 @@ async def _in_one_group(store: SQLiteStore, middle: Callable[[sqlite3.Connection
                         ) -> tuple[list[Any], list[str]]:
     """Two submissions with ``middle`` between them, all three in one group: the
     answers, and the ids of the two jobs."""
-    gate = threading.Event()
+    entered, gate = threading.Event(), threading.Event()
 
     def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
         if not gate.wait(10.0):
             raise TimeoutError("the test never opened the gate")
 
-    running = asyncio.ensure_future(store._write(hold))  # the writer waits in this group
-    await asyncio.sleep(0.05)
+    running = asyncio.ensure_future(store._write(hold))
+    assert await asyncio.to_thread(entered.wait, 10.0)  # the writer waits in this group
     before, after = job("t.a"), job("t.a")
     calls = [asyncio.ensure_future(c) for c in (
         store.insert_jobs([before]), store._write(middle), store.insert_jobs([after]))]
-    await asyncio.sleep(0.05)  # all three wait for the next group
+    await asyncio.sleep(0)  # each call is made: all three wait for the next group
+    assert len(store._pending) == 3
     gate.set()
     await running
     return await asyncio.gather(*calls, return_exceptions=True), [before.id, after.id]
