@@ -99,6 +99,20 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     """What the workloads run before this one reported, by name."""
 
+    async def start(self, *, workers: bool = True) -> None:
+        """Start the target (its workers held back unless ``workers``), then sample.
+
+        The sample is taken as the processes start: a window that begins and ends before
+        the sampler's next tick (a load of 1,000 operations, a B2 of 300 requests) would
+        otherwise hold no sample of them, and they would have no share of its CPU."""
+        await asyncio.to_thread(self.target.start, workers=workers)
+        await asyncio.to_thread(self.sampler.sample_now)
+
+    async def start_workers(self) -> None:
+        """Start the workers held back by :meth:`start`, then sample (see there)."""
+        await asyncio.to_thread(self.target.start_workers)
+        await asyncio.to_thread(self.sampler.sample_now)
+
 
 class Deadline:
     def __init__(self, seconds: float) -> None:

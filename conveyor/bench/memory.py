@@ -68,7 +68,7 @@ async def b5(bench: Bench) -> dict[str, Any]:
     o = bench.options
     deadline = Deadline(o.deadline_s)
     target = bench.target
-    await asyncio.to_thread(target.start, workers=True)
+    await bench.start()
     pool = HttpPool(target.url, connections=max(o.load_connections, 4), timeout_s=120)
     n = o.mem_ops
     samples: list[tuple[int, float]] = []

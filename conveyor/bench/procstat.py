@@ -311,10 +311,9 @@ class Sampler:
             self.series.setdefault(name, Series())
 
     def sample_now(self) -> None:
-        """Take a sample now (the sampler's thread does every ``interval_s``). A workload
-        also takes one at each edge of a short window it measures: a process started
-        less than an interval before the window would otherwise have no sample before
-        its end, and no share of it. Samples are taken one at a time, in time order."""
+        """Take a sample now (the sampler's thread does every ``interval_s``; the
+        benchmark also does as it starts processes, and :meth:`cpu_window` after a short
+        window). Samples are taken one at a time, in time order."""
         with self._lock:
             self._sample()
 
@@ -434,14 +433,20 @@ class Sampler:
         self.stop()
 
     def cpu_window(self, start: float, end: float) -> dict[str, float]:
-        """CPU seconds each group spent between two wall-clock times."""
+        """CPU seconds each group spent between two wall-clock times. Asked before the
+        sampler's first tick after ``end`` (a window shorter than its interval), it takes
+        that sample first."""
         out: dict[str, float] = {}
-        for name, s in self.series.items():
-            if not s.t or s.t[-1] < start or s.t[0] > end:
-                continue  # the group did not run in this window
-            value = s.cpu_between(start, end)
-            if value is not None:
-                out[name] = value
+        with self._lock:
+            taken = [s.t[-1] for s in self.series.values() if s.t]
+            if (not taken or max(taken) < end) and time.time() >= end:
+                self._sample()
+            for name, s in self.series.items():
+                if not s.t or s.t[-1] < start or s.t[0] > end:
+                    continue  # the group did not run in this window
+                value = s.cpu_between(start, end)
+                if value is not None:
+                    out[name] = value
         return out
 
     def rss_window(self, start: float, end: float) -> dict[str, dict[str, float]]:

@@ -52,22 +52,20 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
     target = bench.target
     deadline = Deadline(o.deadline_s)
     paused = target.can_pause
-    await asyncio.to_thread(target.start, workers=not paused)
+    await bench.start(workers=not paused)
     pool = HttpPool(target.url, connections=max(o.load_connections, 16), timeout_s=60)
     try:
         before = await queue_counts(pool)
         baseline = done_count(before)
-        await asyncio.to_thread(bench.sampler.sample_now)  # the load may last less
-        load_started = time.time()                          # than the sampler's interval
+        load_started = time.time()
         ids = await submit_batches(bench, pool, op, n, o.load_batch, o.load_connections,
                                    deadline, f"{title}: load")
         load_ended = time.time()
-        await asyncio.to_thread(bench.sampler.sample_now)
         published = await wait_published(bench, pool, deadline, f"{title}: publish") \
             if paused else None
         resumed = time.time()
         if paused:
-            await asyncio.to_thread(target.start_workers)
+            await bench.start_workers()
         observed, after = await wait_finished(bench, pool, ids,
                                               baseline + len(ids), baseline, deadline,
                                               f"{title}: drain")
@@ -188,7 +186,7 @@ async def closed_loop(bench: Bench, pool: HttpPool, raw: bytes, connections: int
 async def b2(bench: Bench) -> dict[str, Any]:
     o = bench.options
     deadline = Deadline(o.deadline_s)
-    await asyncio.to_thread(bench.target.start, workers=True)
+    await bench.start()
     pool = HttpPool(bench.target.url, connections=o.b2_connections, timeout_s=60)
     try:
         body = json.dumps(NOOP, separators=(",", ":")).encode()
@@ -209,7 +207,7 @@ async def b2(bench: Bench) -> dict[str, Any]:
 async def b2b(bench: Bench) -> dict[str, Any]:
     o = bench.options
     deadline = Deadline(o.deadline_s)
-    await asyncio.to_thread(bench.target.start, workers=True)
+    await bench.start()
     pool = HttpPool(bench.target.url, connections=max(o.b2b_connections, 4), timeout_s=120)
     latencies: list[float] = []
     try:
@@ -335,7 +333,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
     o = bench.options
     rate_per_s = b3_rate_per_s(bench)
     deadline = Deadline(o.deadline_s)
-    await asyncio.to_thread(bench.target.start, workers=True)
+    await bench.start()
     pool = HttpPool(bench.target.url, connections=o.b3_connections, timeout_s=60)
     try:
         body = json.dumps(NOOP, separators=(",", ":")).encode()

@@ -123,9 +123,10 @@ def test_the_sampler_keeps_looking_until_every_worker_pool_is_found(
     assert sorted(sampler.pool_series) == [1011, 2021]
 
 
-def test_a_process_started_just_before_a_short_window_gets_its_share_of_it() -> None:
-    """Workloads sample at the edges of the windows they measure: a process that started
-    less than the sampler's interval before a short window is counted in it."""
+def test_a_process_sampled_as_it_starts_gets_its_share_of_a_short_window() -> None:
+    """The benchmark samples as it starts processes, and a window's CPU asked for before
+    the sampler's next tick samples first: a window that begins and ends between two
+    ticks still counts a process started just before it."""
     burn = ("import time\nend = time.process_time() + 0.3\n"
             "while time.process_time() < end:\n    pass\nprint('done', flush=True)\n"
             "time.sleep(30)\n")
@@ -133,12 +134,11 @@ def test_a_process_started_just_before_a_short_window_gets_its_share_of_it() -> 
     child = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
     try:
         sampler.set_group("late", lambda: [child.pid])
-        sampler.sample_now()
+        sampler.sample_now()  # as Bench.start does
         start = time.time()
         assert child.stdout is not None and child.stdout.readline() == "done\n"
         end = time.time()
-        sampler.sample_now()
-        used = sampler.cpu_window(start, end)
+        used = sampler.cpu_window(start, end)  # no sample after the window yet: it takes one
         assert used["late"] == pytest.approx(0.3, abs=0.1)
     finally:
         child.kill()
