@@ -159,6 +159,11 @@ class NewOperation:
     max_attempts: int = 3
     timeout_s: float | None = None
 
+    @property
+    def initial_status(self) -> OpStatus:
+        """The state it is stored in: scheduled while its delay runs, else queued."""
+        return OpStatus.SCHEDULED if self.delay_s > 0 else OpStatus.QUEUED
+
 
 @dataclass(frozen=True, slots=True)
 class NewJob:

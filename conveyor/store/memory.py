@@ -208,7 +208,7 @@ class MemoryStore:
                         id=new_id(), job_id=job.id, seq=seq, tenant=new.tenant,
                         queue=new.queue, task=op.task, args=_json_copy(op.args), key=op.key,
                         priority=op.priority,
-                        status=OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED,
+                        status=op.initial_status,
                         max_attempts=op.max_attempts, timeout_s=op.timeout_s,
                         created_at=now, run_at=now + op.delay_s, headers=headers,
                     ))

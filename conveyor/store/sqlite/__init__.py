@@ -23,7 +23,6 @@ from ...model import (
     Job,
     JobFilter,
     NewJob,
-    NewOperation,
     Operation,
     OpFilter,
     OpStatus,
@@ -106,16 +105,16 @@ class SQLiteStore(LeaseMixin):
         """All of ``jobs`` or none, committed (with whatever else shares the group) before
         the answers are returned."""
         if return_jobs:
-            return await self._write(self._insert_returning, jobs)
+            return await self._write(self._insert_each, jobs, True)
         return await self._write(self._insert_all, jobs)
 
-    def _insert_returning(
-        self, conn: sqlite3.Connection, jobs: Sequence[NewJob]
-    ) -> list[Submitted]:
-        """:meth:`_insert_all`, with each created job as stored, built from the values
-        just inserted and the row ids SQLite gave its operations (their ``seq``) rather
-        than returned by the inserts: a statement that returns a row takes SQLite two
-        steps, and every step gives up the GIL and waits to take it back (see
+    def _insert_each(self, conn: sqlite3.Connection, jobs: Sequence[NewJob],
+                     return_jobs: bool = False) -> list[Submitted]:
+        """One job after the other, each answered alone: created, or the job that holds
+        its idempotency key. With ``return_jobs``, each created job comes as stored, built
+        from the values just inserted and the row ids SQLite gave its operations (their
+        ``seq``) rather than returned by the inserts: a statement that returns a row takes
+        SQLite two steps, and every step gives up the GIL and waits to take it back (see
         :meth:`SQLiteCore._group`). One statement per row: for the one-job submissions
         that want their jobs, fewer statements than a multi-row insert."""
         now = self._clock()
@@ -127,14 +126,14 @@ class SQLiteStore(LeaseMixin):
             op_values = self._operation_rows(job, now)
             seqs = [cast(int, conn.execute(SQL["insert_operation"], values).lastrowid)
                     for values in op_values]  # set by every insert of a row
-            answers.append(Submitted(job.id, created=True,
-                                     job=rows.created_job(job, op_values, seqs, now)))
+            answers.append(Submitted(job.id, created=True, job=rows.created_job(
+                job, op_values, seqs, now) if return_jobs else None))
         return answers
 
     def _insert_all(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Submitted]:
-        now = self._clock()
         if any(job.idempotency_key is not None for job in jobs):
-            return [self._insert_one(conn, job, now) for job in jobs]
+            return self._insert_each(conn, jobs)
+        now = self._clock()
         # No idempotency key: a job row is always new, so all of them go in one statement
         # (a primary-key clash raises IntegrityError: ids are random, a bug upstream), then
         # all operations in a second one, in input order (seq is submission order).
@@ -143,7 +142,7 @@ class SQLiteStore(LeaseMixin):
               job.request_hash] for job in jobs])})
         conn.execute(SQL["insert_operations_json"], {"now": now, "ops": dumps([
             [new_id(), job.id, job.tenant, job.queue, op.task, dumps(op.args), op.key,
-             op.priority, _initial_status(op), op.max_attempts, op.timeout_s, op.delay_s,
+             op.priority, op.initial_status.value, op.max_attempts, op.timeout_s, op.delay_s,
              headers, len(job.operations)]
             for job in jobs for headers in (dumps(job.headers),) for op in job.operations])})
         return [Submitted(job.id, created=True) for job in jobs]
@@ -165,19 +164,12 @@ class SQLiteStore(LeaseMixin):
                 "id": new_id(), "job_id": job.id, "tenant": job.tenant, "queue": job.queue,
                 "task": op.task, "args": dumps(op.args), "key": op.key,
                 "priority": op.priority,
-                "status": _initial_status(op),
+                "status": op.initial_status.value,
                 "max_attempts": op.max_attempts, "timeout_s": op.timeout_s, "now": now,
                 "run_at": now + op.delay_s, "headers": headers, "job_ops": len(job.operations),
             }
             for op in job.operations
         ]
-
-    def _insert_one(self, conn: sqlite3.Connection, job: NewJob, now: float) -> Submitted:
-        cur = conn.execute(SQL["insert_job"], self._job_row(job, now))
-        if cur.rowcount == 0:
-            return self._existing(conn, job)
-        conn.executemany(SQL["insert_operation"], self._operation_rows(job, now))
-        return Submitted(job.id, created=True)
 
     @staticmethod
     def _existing(conn: sqlite3.Connection, job: NewJob) -> Submitted:
@@ -367,10 +359,6 @@ class SQLiteStore(LeaseMixin):
             return sorted(r["id"] for r in conn.execute(_KEYS_SQL["revoke_keys"], params))
 
         return await self._write(revoke)
-
-
-def _initial_status(op: NewOperation) -> str:
-    return (OpStatus.SCHEDULED if op.delay_s > 0 else OpStatus.QUEUED).value
 
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
