@@ -164,6 +164,32 @@ class StoreDataCases:
         ]
         assert len(await operations(store, batch[2].id)) == 2
 
+    async def test_a_large_batch_is_stored_whole_and_in_order(self, store: Store) -> None:
+        """A batch of 75 jobs and 150 operations (more rows than an adapter may put in one
+        statement, and counts that are not a multiple of it) is stored whole: every job
+        with its own fields, and ``seq`` in submission order across the batch."""
+        batch = [job(op(f"t.{i}", args={"i": i, "x": i / 7}, key=f"k{i % 5}" if i % 2 else None,
+                        priority=i % 3, delay_s=float(i % 4 == 0) * 30),
+                     op(f"t.{i}.b"), queue=f"q{i % 2}", metadata={"i": i} if i % 3 else None)
+                 for i in range(75)]
+        answers = await store.insert_jobs(batch)
+        assert answers == [Submitted(j.id, created=True) for j in batch]
+        stored = {j.id: j for j in await store.get_jobs([j.id for j in batch])}
+        assert len(stored) == 75
+        for i, new in enumerate(batch):
+            got = stored[new.id]
+            assert (got.queue, got.metadata) == (f"q{i % 2}", new.metadata)
+            first, second = got.operations
+            assert (first.task, first.args, first.key, first.priority) == (
+                f"t.{i}", {"i": i, "x": i / 7}, new.operations[0].key, i % 3)
+            assert first.status is (OpStatus.SCHEDULED if i % 4 == 0 else OpStatus.QUEUED)
+            assert first.run_at == pytest.approx(first.created_at + (30 if i % 4 == 0 else 0),
+                                                 abs=TOL)
+            assert (second.task, second.args) == (f"t.{i}.b", {})
+        ops = await store.list_operations(OpFilter(limit=1_000))
+        assert [o.task for o in sorted(ops, key=lambda o: o.seq)] == [
+            task for i in range(75) for task in (f"t.{i}", f"t.{i}.b")]
+
     async def test_a_failing_batch_writes_nothing(self, store: Store) -> None:
         """A batch is one transaction: a job that cannot be written (its id exists) fails the
         call, and the other jobs of the batch are not written either."""

@@ -34,7 +34,7 @@ from ...model import (
 )
 from .. import rows
 from ..sqlfile import load_blocks, migrations
-from .core import SQL, dumps, statements
+from .core import SQL, dumps, insert_rows, statements
 from .leases import LeaseMixin
 
 _KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
@@ -134,17 +134,17 @@ class SQLiteStore(LeaseMixin):
         if any(job.idempotency_key is not None for job in jobs):
             return self._insert_each(conn, jobs)
         now = self._clock()
-        # No idempotency key: a job row is always new, so all of them go in one statement
-        # (a primary-key clash raises IntegrityError: ids are random, a bug upstream), then
-        # all operations in a second one, in input order (seq is submission order).
-        conn.execute(SQL["insert_jobs_json"], {"now": now, "jobs": dumps(
-            [[job.id, job.tenant, job.queue, dumps(job.metadata), dumps(job.headers),
-              job.request_hash] for job in jobs])})
-        conn.execute(SQL["insert_operations_json"], {"now": now, "ops": dumps([
-            [new_id(), job.id, job.tenant, job.queue, op.task, dumps(op.args), op.key,
-             op.priority, op.initial_status.value, op.max_attempts, op.timeout_s, op.delay_s,
-             headers, len(job.operations)]
-            for job in jobs for headers in (dumps(job.headers),) for op in job.operations])})
+        # No idempotency key: a job row is always new, so the jobs go in many to a
+        # statement (a primary-key clash raises IntegrityError: ids are random, a bug
+        # upstream), then the operations, in input order (seq is submission order).
+        insert_rows(conn, "insert_jobs_rows", [
+            (job.id, job.tenant, job.queue, dumps(job.metadata), dumps(job.headers),
+             job.request_hash, now) for job in jobs])
+        insert_rows(conn, "insert_operations_rows", [
+            (new_id(), job.id, job.tenant, job.queue, op.task, dumps(op.args), op.key,
+             op.priority, op.initial_status.value, op.max_attempts, op.timeout_s, now,
+             now + op.delay_s, headers, len(job.operations))
+            for job in jobs for headers in (dumps(job.headers),) for op in job.operations])
         return [Submitted(job.id, created=True) for job in jobs]
 
     @staticmethod

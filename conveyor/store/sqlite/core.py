@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -47,6 +48,31 @@ def dumps(value: Any) -> str:
     if not value and type(value) is dict:  # most metadata, headers and args
         return "{}"
     return _encode(value)
+
+
+ROWS_PER_STATEMENT = 64
+"""Rows in one multi-row insert: 64 rows of 15 columns stay under 999 parameters, the limit
+of SQLite builds before 3.32. Measured on 1,000 operations: 4-6 µs of the writer thread
+per row at 32 to 1,000 rows per statement, against 10-12 µs for one statement reading the
+rows from JSON and 7-12 µs for ``executemany``."""
+
+
+@functools.cache
+def _rows_sql(name: str, rows: int) -> str:
+    head, _, row = SQL[name].rstrip(" \n;").rpartition("VALUES")
+    return f"{head}VALUES {', '.join([row.strip()] * rows)}"
+
+
+def insert_rows(conn: sqlite3.Connection, name: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` (tuples of the positional parameters of the one-row statement
+    ``name``) in their order, in as few statements as :data:`ROWS_PER_STATEMENT` allows:
+    whole statements of that many rows, then the rest in powers of two, so that a
+    connection prepares (and caches) at most seven statements per name."""
+    at, total = 0, len(rows)
+    while at < total:
+        size = min(ROWS_PER_STATEMENT, 1 << ((total - at).bit_length() - 1))
+        conn.execute(_rows_sql(name, size), [value for row in rows[at:at + size] for value in row])
+        at += size
 
 
 def statements(script: str) -> list[str]:

@@ -1,4 +1,5 @@
--- Named statements of the SQLite store. Parameters are :named.
+-- Named statements of the SQLite store. Parameters are :named, but for the *_rows
+-- statements' positional ones.
 
 -- name: schema_version
 SELECT version FROM schema_version;
@@ -19,26 +20,19 @@ INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, st
 VALUES (:id, :job_id, :tenant, :queue, :task, :args, :key, :priority, :status,
         :max_attempts, :timeout_s, :now, :run_at, :headers, :job_ops);
 
--- name: insert_jobs_json
--- Jobs without idempotency keys, all new: :jobs is a JSON array of
--- [id, tenant, queue, metadata, headers, request_hash] (metadata and headers as JSON
--- text). One statement for a whole batch, not one per row: each statement run is a
--- hand-off of Python's GIL between the writer thread and the event loop.
+-- name: insert_jobs_rows
+-- Jobs without idempotency keys, all new, several to a statement: the row below is
+-- repeated once per job (core.insert_rows), its parameters positional. Fewer statements
+-- for a batch than one per row (each run of a statement hands Python's GIL from the
+-- writer thread to the event loop and back), and no JSON for SQLite to parse per column.
 INSERT INTO jobs (id, tenant, queue, status, metadata, headers, request_hash, created_at)
-SELECT value ->> 0, value ->> 1, value ->> 2, 'queued', value ->> 3, value ->> 4,
-       value ->> 5, :now
-FROM json_each(:jobs) ORDER BY key;
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?);
 
--- name: insert_operations_json
--- The operations of insert_jobs_json, in submission order (the array's): :ops is a JSON
--- array of [id, job_id, tenant, queue, task, args, key, priority, status, max_attempts,
--- timeout_s, delay_s, headers, job_ops] (args and headers as JSON text).
+-- name: insert_operations_rows
+-- The operations of insert_jobs_rows, in submission order (the rows' order gives seq).
 INSERT INTO operations (id, job_id, tenant, queue, task, args, key, priority, status,
                         max_attempts, timeout_s, created_at, run_at, headers, job_ops)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, :now,
-       :now + (value ->> 11), value ->> 12, value ->> 13
-FROM json_each(:ops) ORDER BY key;
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: select_jobs
 SELECT * FROM jobs
