@@ -147,9 +147,14 @@ class ErrorInfo:
         return cls(str(data.get("type", "")), str(data.get("message", "")), data.get("traceback"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewOperation:
-    """An operation as submitted, validated and with defaults applied."""
+    """An operation as submitted, validated and with defaults applied.
+
+    Not frozen, unlike the stored values, and neither is :class:`NewJob`: the API builds one
+    of each per operation and job it accepts, and a frozen dataclass sets each field through
+    ``object.__setattr__`` (0.9 µs against 0.2 µs for eight fields: a sixth of a batched
+    job's parsing). Nothing changes them once built."""
 
     task: str
     args: dict[str, JSON]
@@ -165,7 +170,7 @@ class NewOperation:
         return OpStatus.SCHEDULED if self.delay_s > 0 else OpStatus.QUEUED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewJob:
     """A job as submitted. ``request_hash`` fingerprints the body for idempotency checks."""
 

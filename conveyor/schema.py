@@ -92,6 +92,21 @@ _TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+_EXACT_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,), "number": (int, float), "string": (str,), "boolean": (bool,),
+    "null": (type(None),), "array": (list,), "object": (dict,),
+}
+"""The types JSON decodes each schema type to: a value of exactly one of them matches
+without the checks above (which also take subclasses, and keep booleans out of numbers)."""
+
+
+def _matches(expected: str, value: Any) -> bool:
+    exact = _EXACT_TYPES.get(expected)
+    if exact is None:  # a type this module does not check: accepted as is
+        return True
+    return type(value) in exact or _TYPE_CHECKS[expected](value)
+
+
 def validate(value: Any, schema: dict[str, Any], path: str = "args") -> list[str]:
     """Problems with ``value`` against ``schema``, each naming the offending path."""
     problems: list[str] = []
@@ -110,7 +125,7 @@ def validate(value: Any, schema: dict[str, Any], path: str = "args") -> list[str
         problems.append(f"{path}: must be one of {schema['enum']!r}")
         return problems
     expected = schema.get("type")
-    if expected and not _TYPE_CHECKS.get(expected, lambda v: True)(value):
+    if expected and not _matches(expected, value):
         return [f"{path}: expected {expected}, got {_kind(value)}"]
     if isinstance(value, dict) and expected == "object":
         props: dict[str, Any] = schema.get("properties", {})

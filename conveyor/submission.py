@@ -33,6 +33,10 @@ def json_depth(value: Any, limit: int) -> int:
     return _shape(value, limit)[0]
 
 
+_JSON_TYPES = frozenset({str, dict, list, int, float, bool, type(None)})
+"""The types JSON decodes to."""
+
+
 def _shape(value: Any, depth_limit: int) -> tuple[int, int]:
     """Nesting depth (counted at most to ``depth_limit + 1``) and the length of the longest
     string (keys included) of ``value``, in one walk without recursion."""
@@ -46,19 +50,19 @@ def _shape(value: Any, depth_limit: int) -> tuple[int, int]:
             if deepest > depth_limit:
                 break
         kind = type(item)
+        if kind not in _JSON_TYPES:  # a subclass, from a caller in Python
+            kind = next((base for base in (str, dict, list) if isinstance(item, base)), kind)
         if kind is str:
             if len(item) > longest:
                 longest = len(item)
-        elif kind is dict or isinstance(item, dict):
+        elif kind is dict:
             for key, child in item.items():
                 if isinstance(key, str) and len(key) > longest:
                     longest = len(key)
                 push((child, depth + 1))
-        elif kind is list or isinstance(item, list):
+        elif kind is list:
             for child in item:
                 push((child, depth + 1))
-        elif isinstance(item, str) and len(item) > longest:
-            longest = len(item)
     return deepest, longest
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import enum
 from typing import Any, Literal, Optional, Union
 
 import pytest
@@ -137,6 +139,22 @@ SCHEMA = function_schema(_task)
 )
 def test_validate_task_arguments(args: dict[str, Any], problems: list[str]) -> None:
     assert validate(args, SCHEMA) == problems
+
+
+def test_subclasses_from_python_callers_are_checked_like_their_json_types() -> None:
+    """Arguments submitted from Python may be subclasses (an IntEnum, an OrderedDict)."""
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    class Tag(str):
+        pass
+
+    ordered = collections.OrderedDict(a=Level.HIGH, b=1.5, tags=[Tag("x")])
+    assert validate(ordered, SCHEMA) == []
+    assert validate({"a": 1, "b": Tag("2")}, SCHEMA) == ["args.b: expected number, got string"]
+    assert validate(collections.UserList([1]), {"type": "array"}) == [
+        "args: expected array, got UserList"]
 
 
 def test_validate_reports_nested_paths() -> None:

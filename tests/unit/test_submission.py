@@ -3,6 +3,7 @@ request hash used for idempotency. Every rejection is a ``ValidationError`` nami
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import pytest
@@ -188,6 +189,24 @@ def test_string_length_limit_covers_keys_and_values() -> None:
     assert "longer than 10" in one_problem({"task": "sys.echo", "args": {"k" * 11: 1}}, limits)
     assert "longer than 10" in one_problem(
         {"task": "sys.echo", "metadata": {"m": ["b" * 11]}}, limits)
+
+
+def test_limits_cover_subclasses_from_python_callers() -> None:
+    """A body built in Python may hold subclasses of the JSON types: they are walked too."""
+
+    class Text(str):
+        pass
+
+    class Items(list[Any]):
+        pass
+
+    limits = Limits(max_string_length=10, max_json_depth=4)
+    body = collections.OrderedDict(task="sys.echo", args=collections.OrderedDict(x=Text("a" * 11)))
+    assert "longer than 10" in one_problem(body, limits)
+    assert "longer than 10" in one_problem(
+        {"task": "sys.echo", "args": {Text("k" * 11): 1}}, limits)
+    assert "nested deeper than 4" in one_problem(
+        {"task": "sys.echo", "args": {"x": Items([[1]])}}, limits)
 
 
 def test_operations_per_job_limit() -> None:
