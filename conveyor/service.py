@@ -23,6 +23,7 @@ from .model import (
     QueueStats,
     Submitted,
     TaskInfo,
+    new_ids,
 )
 from .store.base import Store
 from .submission import parse_job
@@ -139,9 +140,10 @@ class Service:
             raise ValidationError(f"jobs: more than {self.limits.max_jobs_per_batch} in one batch")
         tasks = await self.catalog.resolve(_task_names(bodies))
         jobs: list[NewJob] = []
-        for i, body in enumerate(bodies):
+        for i, (body, job_id) in enumerate(zip(bodies, new_ids(len(bodies)), strict=True)):
             try:
-                jobs.append(parse_job(body, tasks, self.limits, tenant=tenant, headers=headers))
+                jobs.append(parse_job(body, tasks, self.limits, tenant=tenant, headers=headers,
+                                      job_id=job_id))
             except ValidationError as exc:
                 raise ValidationError(f"jobs[{i}]: {exc}", errors=exc.errors) from exc
         return [answer.job_id for answer in await self._insert(jobs)]

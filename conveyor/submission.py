@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import Limits
 from .errors import ValidationError
-from .model import NewJob, NewOperation, TaskInfo
+from .model import NewJob, NewOperation, TaskInfo, new_id
 from .schema import validate
 from .tasks import NAME_RE
 
@@ -156,8 +156,10 @@ def parse_job(
     tenant: str = "default",
     idempotency_key: str | None = None,
     headers: Mapping[str, str] | None = None,
+    job_id: str | None = None,
 ) -> NewJob:
-    """Validate one job body (full or the one-operation shorthand) and apply defaults."""
+    """Validate one job body (full or the one-operation shorthand) and apply defaults.
+    The job gets ``job_id``, or a new id."""
     if not isinstance(body, dict):
         raise ValidationError("a job must be a JSON object")
     depth, longest = _shape(body, limits.max_json_depth)
@@ -207,4 +209,5 @@ def parse_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash(body) if idempotency_key else None,
         headers=dict(headers or {}),
+        id=job_id or new_id(),
     )

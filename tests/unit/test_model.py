@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -24,6 +25,7 @@ from conveyor.model import (
     OutcomeKind,
     job_status,
     new_id,
+    new_ids,
 )
 
 S = OpStatus
@@ -63,21 +65,25 @@ def test_state_sets() -> None:
     assert set(OpStatus) == TERMINAL | OPEN
 
 
-def test_new_id_layout() -> None:
+@pytest.mark.parametrize("make", [lambda: [new_id()], lambda: new_ids(3)],
+                         ids=["new_id", "new_ids"])
+def test_new_id_layout(make: Callable[[], list[str]]) -> None:
     """32 hex digits in the UUIDv7 layout: version 7, RFC 9562 variant, ms timestamp."""
     before_ms = time.time_ns() // 1_000_000
-    value = new_id()
+    values = make()
     after_ms = time.time_ns() // 1_000_000
-    assert len(value) == 32 and int(value, 16) >= 0
-    assert value == value.lower()
-    assert value[12] == "7"
-    assert value[16] in "89ab"
-    assert before_ms <= int(value[:12], 16) <= after_ms
+    for value in values:
+        assert len(value) == 32 and int(value, 16) >= 0
+        assert value == value.lower()
+        assert value[12] == "7"
+        assert value[16] in "89ab"
+        assert before_ms <= int(value[:12], 16) <= after_ms
 
 
 def test_new_id_unique() -> None:
-    ids = [new_id() for _ in range(20_000)]
+    ids = [new_id() for _ in range(20_000)] + new_ids(20_000) + new_ids(20_000)
     assert len(set(ids)) == len(ids)
+    assert new_ids(0) == []
 
 
 def test_new_id_random_parts_differ_across_threads_and_forks() -> None:

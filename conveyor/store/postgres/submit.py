@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
-from ...model import NewJob, Submitted, new_id, with_stored_jobs
+from ...model import NewJob, Submitted, new_ids, with_stored_jobs
 from .. import rows
 from .core import SQL, Conn, fetch, notify, rows_of
 
@@ -69,11 +69,11 @@ def operation_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
     cols: dict[str, list[Any]] = {name: [] for name in (
         "ids", "job_ids", "tenants", "queues", "tasks", "args", "keys", "priorities",
         "max_attempts", "timeouts_s", "delays_s", "headers", "job_ops")}
+    cols["ids"] = new_ids(sum(len(j.operations) for j in jobs))
     for j in jobs:
         headers = dumps(j.headers)
         job_ops = len(j.operations)
         for op in j.operations:
-            cols["ids"].append(new_id())
             cols["job_ids"].append(j.id)
             cols["tenants"].append(j.tenant)
             cols["queues"].append(j.queue)

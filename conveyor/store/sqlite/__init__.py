@@ -31,6 +31,7 @@ from ...model import (
     TaskInfo,
     WorkerInfo,
     new_id,
+    new_ids,
 )
 from .. import rows
 from ..sqlfile import load_blocks, migrations
@@ -140,8 +141,9 @@ class SQLiteStore(LeaseMixin):
         insert_rows(conn, "insert_jobs_rows", [
             (job.id, job.tenant, job.queue, dumps(job.metadata), dumps(job.headers),
              job.request_hash, now) for job in jobs])
+        ids = iter(new_ids(sum(len(job.operations) for job in jobs)))
         insert_rows(conn, "insert_operations_rows", [
-            (new_id(), job.id, job.tenant, job.queue, op.task, dumps(op.args), op.key,
+            (next(ids), job.id, job.tenant, job.queue, op.task, dumps(op.args), op.key,
              op.priority, op.initial_status.value, op.max_attempts, op.timeout_s, now,
              now + op.delay_s, headers, len(job.operations))
             for job in jobs for headers in (dumps(job.headers),) for op in job.operations])
