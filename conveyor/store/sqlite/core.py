@@ -50,11 +50,9 @@ def dumps(value: Any) -> str:
     return _encode(value)
 
 
-ROWS_PER_STATEMENT = 64
-"""Rows in one multi-row insert: 64 rows of 15 columns stay under 999 parameters, the limit
-of SQLite builds before 3.32. Measured on 1,000 operations: 4-6 µs of the writer thread
-per row at 32 to 1,000 rows per statement, against 10-12 µs for one statement reading the
-rows from JSON and 7-12 µs for ``executemany``."""
+MAX_ROWS_PER_STATEMENT = 1024
+"""The most rows one multi-row insert takes (fewer when SQLite's limit on a statement's
+parameters is lower: 999 before SQLite 3.32, 32,766 since)."""
 
 
 @functools.cache
@@ -65,12 +63,16 @@ def _rows_sql(name: str, rows: int) -> str:
 
 def insert_rows(conn: sqlite3.Connection, name: str, rows: Sequence[Sequence[Any]]) -> None:
     """Insert ``rows`` (tuples of the positional parameters of the one-row statement
-    ``name``) in their order, in as few statements as :data:`ROWS_PER_STATEMENT` allows:
-    whole statements of that many rows, then the rest in powers of two, so that a
-    connection prepares (and caches) at most seven statements per name."""
+    ``name``) in their order, in statements of a power of two rows each, as large as
+    SQLite's parameter limit and :data:`MAX_ROWS_PER_STATEMENT` allow: few statements,
+    and at most eleven distinct ones per name for a connection to prepare and cache."""
+    if not rows:
+        return
+    limit = min(MAX_ROWS_PER_STATEMENT,
+                conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0]))
     at, total = 0, len(rows)
     while at < total:
-        size = min(ROWS_PER_STATEMENT, 1 << ((total - at).bit_length() - 1))
+        size = 1 << (min(limit, total - at).bit_length() - 1)
         conn.execute(_rows_sql(name, size), [value for row in rows[at:at + size] for value in row])
         at += size
 
