@@ -93,19 +93,20 @@ class Backpressure:
     async def admit(self, jobs: Sequence[NewJob]) -> None:
         """Raise :class:`Overloaded` if any of ``jobs`` must be refused now."""
         depths = await self.depths()
-        for job in jobs:
-            warn, critical = self.levels(job.queue)
-            depth = depths.get(job.queue, 0)
+        for queue in dict.fromkeys(job.queue for job in jobs):  # each queue once, in order
+            warn, critical = self.levels(queue)
+            depth = depths.get(queue, 0)
             if critical and depth >= critical:
-                self._reject(job.queue, "critical")
+                self._reject(queue, "critical")
                 raise Overloaded(
-                    f"queue {job.queue!r} is overloaded ({depth} operations waiting, critical "
+                    f"queue {queue!r} is overloaded ({depth} operations waiting, critical "
                     f"level {critical}); retry later", status=503,
                     retry_after_s=self.retry_after_s)
-            if warn and depth >= warn and self.is_low_priority(job):
-                self._reject(job.queue, "warn")
+            if warn and depth >= warn and any(
+                    self.is_low_priority(job) for job in jobs if job.queue == queue):
+                self._reject(queue, "warn")
                 raise Overloaded(
-                    f"queue {job.queue!r} is busy ({depth} operations waiting, warning level "
+                    f"queue {queue!r} is busy ({depth} operations waiting, warning level "
                     f"{warn}): low-priority submissions are refused; retry later",
                     status=429, retry_after_s=self.retry_after_s)
 

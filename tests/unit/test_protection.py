@@ -82,12 +82,14 @@ async def test_backpressure_refuses_low_priority_at_warn_and_all_at_critical() -
     with pytest.raises(Overloaded) as warn:
         await bp.admit([_job("q", -1)])
     assert warn.value.status == 429 and warn.value.retry_after_s >= 1
+    with pytest.raises(Overloaded):  # a batch is refused for any of its jobs, not the first
+        await bp.admit([_job("q", 0), _job("other", -1), _job("q", -1)])
     depth["q"] = 20
     with pytest.raises(Overloaded) as critical:
         await bp.admit([_job("q", 100)])
     assert critical.value.status == 503
     await bp.admit([_job("other", -1)])
-    assert rejected == [("q", "warn"), ("q", "critical")]
+    assert rejected == [("q", "warn"), ("q", "warn"), ("q", "critical")]
 
 
 async def test_every_depth_source_gets_what_the_earlier_ones_found() -> None:
