@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -178,8 +179,29 @@ def loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | No
     return factory
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The cyclic garbage collector's thresholds in a server process (Python's are 700, 10,
+10): see :func:`tune_gc`."""
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often, and never rescan what start-up allocated.
+
+    A batch of 1,000 submissions allocates some 20,000 containers (parsed JSON, the
+    submitted values, rows), almost all freed by reference counting; at Python's
+    thresholds they still set off about 30 collections of the young generation per batch,
+    and older ones that scanned every module object imported at start-up. Measured on
+    the embedded tier, 3 rounds each: B1's load (workers paused) 31,332-42,001 ops/s
+    without this, 44,675-47,436 with the freeze alone, 44,896-52,288 with it; B2b
+    32,753-38,348, 38,475-39,514, 41,141-44,923. Cyclic garbage is still collected, after
+    50,000 net allocations instead of 700."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve_forever(config: Config, *, api: bool, worker: bool, migrate: bool,
                   on_ready: Callable[[str], None] | None = None, relay: bool = False) -> None:
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(
             loop_factory=loop_factory(config)) as runner:
         runner.run(run(config, api=api, worker=worker, migrate=migrate, on_ready=on_ready,
