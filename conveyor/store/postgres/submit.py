@@ -66,10 +66,10 @@ def idempotent_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
 
 
 def operation_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
-    cols: dict[str, list[Any]] = {name: [] for name in (
-        "ids", "job_ids", "tenants", "queues", "tasks", "args", "keys", "priorities",
-        "max_attempts", "timeouts_s", "delays_s", "headers", "job_ops")}
-    cols["ids"] = new_ids(sum(len(j.operations) for j in jobs))
+    cols: dict[str, list[Any]] = {"ids": new_ids(sum(len(j.operations) for j in jobs))}
+    cols.update({name: [] for name in (
+        "job_ids", "tenants", "queues", "tasks", "args", "keys", "priorities",
+        "max_attempts", "timeouts_s", "delays_s", "headers", "job_ops")})
     for j in jobs:
         headers = dumps(j.headers)
         job_ops = len(j.operations)
