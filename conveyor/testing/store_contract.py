@@ -15,8 +15,8 @@ subclasses :class:`StoreContract`::
 Adapters with durable storage also override :meth:`StoreContract.reopen` so read-back is
 checked through a fresh connection. The suite uses real time for leases and schedules
 (a database has its own clock) and waits by polling the store, so it runs in a few
-seconds. The cases live in :mod:`.store_contract_data` and :mod:`.store_contract_leases`
-(and ``_workers``, ``_keys``);
+seconds. The cases live in :mod:`.store_contract_submit`, :mod:`.store_contract_data` and
+:mod:`.store_contract_leases` (and ``_workers``, ``_keys``);
 their docstrings state the guarantee each one checks.
 """
 
@@ -27,7 +27,8 @@ import pytest
 # The cases are imported only from here, so pytest can rewrite their asserts (values in
 # failure messages) whichever test module imports the suite first.
 pytest.register_assert_rewrite(
-    "conveyor.testing.store_contract_data", "conveyor.testing.store_contract_leases",
+    "conveyor.testing.store_contract_submit", "conveyor.testing.store_contract_data",
+    "conveyor.testing.store_contract_leases",
     "conveyor.testing.store_contract_workers", "conveyor.testing.store_contract_keys",
 )
 
@@ -48,10 +49,12 @@ from .contract_support import (  # noqa: E402
 from .store_contract_data import StoreDataCases  # noqa: E402
 from .store_contract_keys import StoreKeyCases  # noqa: E402
 from .store_contract_leases import StoreLeaseCases  # noqa: E402
+from .store_contract_submit import StoreSubmitCases  # noqa: E402
 from .store_contract_workers import StoreWorkerCases  # noqa: E402
 
 
-class StoreContract(StoreDataCases, StoreLeaseCases, StoreWorkerCases, StoreKeyCases):
+class StoreContract(StoreSubmitCases, StoreDataCases, StoreLeaseCases, StoreWorkerCases,
+                    StoreKeyCases):
     """Every guarantee of :class:`conveyor.store.base.Store`, as pytest test methods.
 
     Subclass it in a ``Test*`` class next to a ``store`` fixture; override ``reopen`` when

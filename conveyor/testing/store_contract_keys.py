@@ -1,4 +1,4 @@
-"""Store conformance, part 4: API keys. Only hashes are stored; ids are unique; revocation
+"""Store conformance, part 5: API keys. Only hashes are stored; ids are unique; revocation
 is recorded once by the store's clock; listing filters by tenant.
 
 Run through :class:`conveyor.testing.store_contract.StoreContract`.

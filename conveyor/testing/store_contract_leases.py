@@ -1,4 +1,4 @@
-"""Store conformance, part 2: the worker side. Claim order and exclusivity, per-key order,
+"""Store conformance, part 3: the worker side. Claim order and exclusivity, per-key order,
 fencing, heartbeats, outcomes, retry delays, release and rescue of expired leases.
 
 Leases are measured by the store's own clock, so expiry is tested with real short leases

@@ -1,4 +1,4 @@
-"""Store conformance, part 3: the worker registry. Registration and heartbeats, listing
+"""Store conformance, part 4: the worker registry. Registration and heartbeats, listing
 live and gone workers, and expiry that hands a silent worker's leases to the rescuer.
 
 Run through :class:`conveyor.testing.store_contract.StoreContract`.
