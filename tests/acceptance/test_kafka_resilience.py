@@ -107,10 +107,13 @@ def test_relay_killed_mid_batch_and_restarted(tmp_path: Path) -> None:
     def disrupt(url: str, procs: dict[str, ConveyorProcess], env: dict[str, str]) -> None:
         def publishing() -> bool:
             [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL) "
-                          "AS c, count(*) AS n FROM outbox")
-            return int(row["c"]) > 0 and _succeeded(url) > 0
+                          "AS c FROM outbox")
+            return int(row["c"]) > 0
 
         # Killed mid-batch: checked with the relay frozen, a batch is claimed and not done.
+        # Whatever the workers have done by then: the relay is busiest while the
+        # submissions flow, which can end before the consumers are assigned their
+        # partitions (waiting for an outcome first missed every batch 1 run in 6).
         procs["relay"].kill9_when(publishing, 120)
         [row] = query(url, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL) AS c "
                       "FROM outbox")
