@@ -29,6 +29,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ..config import Config
 from .ceilings import CEILINGS, run_ceilings
 from .context import Bench, BenchTimeout, Options, Phase
 from .http import LoadError, loopback_target
@@ -220,7 +221,8 @@ def bench(
         "--processes", min=1, help="Server's process pool size (and B4's ideal)")
     ] = os.cpu_count() or 1,
     concurrency: Annotated[int, typer.Option(
-        "--concurrency", min=1, help="Operations in flight per worker")] = 100,
+        "--concurrency", min=1, help="Operations in flight per worker")
+    ] = Config().concurrency,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Postgres and kafka tiers: worker processes to start "
                                  "(default 1; the pool's --processes are shared out "

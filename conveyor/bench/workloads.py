@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..config import Config
 from .context import NOOP, TERMINAL, TRANSIENT, Bench, Deadline, cpu_report, progress_ticker
 from .control import (
     done_count,
@@ -69,7 +70,7 @@ async def drain(bench: Bench, name: str, title: str, op: dict[str, Any], n: int,
         observed, after = await wait_finished(bench, pool, ids,
                                               baseline + len(ids), baseline, deadline,
                                               f"{title}: drain")
-        k_last = min(len(ids), max(400, 4 * (target.concurrency or 100)))
+        k_last = min(len(ids), max(400, 4 * (target.concurrency or Config().concurrency)))
         edge = (ids if len(ids) <= ALL_TIMESTAMPS_UP_TO
                 else list(dict.fromkeys(ids[:50] + ids[-k_last:])))
         ops = await fetch_operations(pool, edge, deadline)

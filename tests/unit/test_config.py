@@ -26,6 +26,13 @@ def test_environment_is_read_and_flags_win() -> None:
     assert (config.port, config.concurrency) == (9002, 7)
 
 
+def test_default_concurrency_lets_a_claim_fill_its_batch() -> None:
+    # A worker claims and records at most `concurrency` operations at a time: below
+    # claim_batch, every claim and outcome write of a backlog would be a short batch.
+    config = load_config({}, environ={})
+    assert config.concurrency >= config.claim_batch
+
+
 def test_postgres_pipeline_reaches_the_store() -> None:
     from conveyor.store.postgres import PostgresStore
     from conveyor.wiring import make_store
