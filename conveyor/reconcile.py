@@ -39,9 +39,9 @@ class TransportStats:
     async def read(self, queues: Sequence[str] | None = None) -> dict[str, Any]:
         """``{"kind": "kafka", "queues": {q: {"lag", "partitions": [...]}},
         "outbox_backlog": {q: n}}``; ``lag_error`` instead of lags if Kafka is down."""
-        if queues is None:
-            queues = [q.queue for q in await self._store.stats()]
         pending = await self._outbox.outbox_backlog()
+        if queues is None:
+            queues = await self._queue_names(pending)
         backlog = {**{q: 0 for q in queues}, **pending}
         out: dict[str, Any] = {"kind": "kafka", "outbox_backlog": backlog, "queues": {}}
         try:
@@ -55,6 +55,17 @@ class TransportStats:
                 out["queues"][q] = {"lag": sum(p.lag for p in parts),
                                     "partitions": [p.to_json() for p in parts]}
         return out
+
+    async def _queue_names(self, pending: dict[str, int]) -> list[str]:
+        """The queues worth a look without a list from the caller: those with operations
+        waiting (the only ones a reconciliation can find), those some worker consumes or
+        consumed (their lag), and those with outbox rows. Found through the ready index
+        and two small tables. :meth:`Store.stats` read every operation finished in the last
+        five minutes for the names (130 ms of PostgreSQL after 120k of them, every pass
+        of the relay's maintenance)."""
+        waiting = await self._store.ready_depths(1)
+        workers = await self._store.list_workers(include_gone=True)
+        return sorted({*waiting, *pending, *(q for w in workers for q in w.queues)})
 
 
 class Reconciler:
