@@ -89,7 +89,11 @@ class Store(Protocol):
         returns their ids."""
 
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
-        """Per-queue counts by state, oldest ready age and recent throughput."""
+        """Per-queue counts by state, oldest ready age and recent throughput: the
+        operations that finished in the last minute and five minutes (and of those, the
+        dead ones). SQLite and PostgreSQL count finishes as they happen, per 5-second
+        slot, so those windows are 55-60 s and 295-300 s long and a read costs the same
+        whatever the throughput; a replayed operation's finish stays counted."""
 
     async def ready_depths(self, cap: int) -> dict[str, int]:
         """``queued`` operations per queue (all tenants), each counted up to ``cap``: what

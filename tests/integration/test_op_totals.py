@@ -1,7 +1,8 @@
 """Running totals of ended operations (SQLite schema 4, PostgreSQL schema 6), which the
-state counts of ``stats`` read instead of every row: an upgraded database counts what
-ended before the upgrade, and PostgreSQL folds the totals of closed connections into one
-row without changing them. Real SQLite files and a real PostgreSQL server."""
+state counts of ``stats`` read instead of every row, and PostgreSQL's finishes per slot
+(schema 7), which its rates read: an upgraded database counts what ended before the
+upgrade, and PostgreSQL folds the totals of closed connections into one row without
+changing them. Real SQLite files and a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import psycopg
 
 from conveyor.model import ErrorInfo, OpFilter, OpStatus, Outcome
 from conveyor.store.base import Store
+from conveyor.store.postgres import SCHEMA_VERSION as PG_VERSION
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.sqlite import SCHEMA_VERSION as SQLITE_VERSION
 from conveyor.store.sqlite import SQLiteStore
@@ -52,13 +54,15 @@ async def test_sqlite_upgrade_counts_what_ended_before(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(path) as conn:  # back to version 3: no totals (nor job_ops)
         conn.executescript("DROP TABLE op_totals; ALTER TABLE operations DROP COLUMN job_ops;"
-                           "UPDATE schema_version SET version = 3;")
+                           "DROP TABLE op_recent; UPDATE schema_version SET version = 3;")
     store = SQLiteStore(path)
     try:
         assert await store.migrate() == SQLITE_VERSION
         await store.open()
         counts = await _counts_agree(store)
         assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (3, 1)
+        [q] = await store.stats()  # and the rates count what finished before it (6)
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (4, 4, 1)
         await _end_some(store)  # and what ends after it
         counts = await _counts_agree(store)
         assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (6, 2)
@@ -79,14 +83,18 @@ async def test_postgres_upgrade_counts_what_ended_before(pg_url: str) -> None:
     await store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 5
         conn.execute("DROP TABLE op_totals")
+        conn.execute("DROP TABLE op_recent")
+        conn.execute("DROP FUNCTION conveyor_slot")
         conn.execute("UPDATE schema_version SET version = 5")
     store = PostgresStore(pg_url)
     try:
-        assert await store.migrate() == 6
+        assert await store.migrate() == PG_VERSION
         await store.open()
         counts = await _counts_agree(store)
         assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (3, 1)
         assert _shards(pg_url) == [0]  # the upgrade's count
+        [q] = await store.stats()  # and the rates count what finished before it (007)
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (4, 4, 1)
         await _end_some(store)
         counts = await _counts_agree(store)
         assert (counts["q"]["succeeded"], counts["q"]["dead"]) == (6, 2)
@@ -117,3 +125,76 @@ async def test_postgres_folds_the_totals_of_closed_connections(pg_url: str) -> N
         assert await _counts_agree(second) == before
     finally:
         await second.close()
+
+
+def _slots_back(url: str, n: int) -> None:
+    """Move every counted finish ``n`` slots (of 5 s) into the past."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE op_recent SET slot = slot - %s", (n,))
+
+
+def _recent_rows(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        [(n,)] = conn.execute("SELECT count(*) FROM op_recent").fetchall()
+        return int(n)
+
+
+async def test_postgres_rates_count_finishes_per_slot_and_forget_old_slots(
+        pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.migrate()
+    await store.open()
+    try:
+        await _end_some(store)
+        rates = {s.queue: (s.finished_last_1m, s.finished_last_5m, s.failed_last_5m)
+                 for s in await store.stats()}
+        assert rates == {"q": (4, 4, 1)}
+        [q] = await store.stats(tenant="other")
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (1, 1, 0)
+
+        _slots_back(pg_url, 12)  # 60-65 s ago: out of the minute, in the five minutes
+        [q] = await store.stats()
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 4, 1)
+        await store.expire_workers(60.0)
+        assert _recent_rows(pg_url) > 0, "slots of the five minutes are kept"
+
+        _slots_back(pg_url, 48)  # 300-305 s ago: out of both
+        [q] = await store.stats()
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 0, 0)
+        assert q.counts["succeeded"] == 3, "the totals are not the rates"
+        await store.expire_workers(60.0)
+        assert _recent_rows(pg_url) == 0, "old slots are dropped with the totals' folding"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_rates_count_finishes_per_slot_and_forget_old_slots(
+        tmp_path: Path) -> None:
+    now_s = [1_800_000_000.0]
+    store = SQLiteStore(tmp_path / "rates.db", clock=lambda: now_s[0])
+    await store.migrate()
+    await store.open()
+    try:
+        await _end_some(store)
+        [q] = await store.stats()
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (4, 4, 1)
+        [q] = await store.stats(tenant="other")
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (1, 1, 0)
+
+        now_s[0] += 60.0  # 12 slots on: out of the minute, in the five minutes
+        [q] = await store.stats()
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 4, 1)
+        await _end_some(store)
+        [q] = await store.stats()
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (4, 8, 2)
+
+        now_s[0] += 240.0  # the first four out of the five minutes
+        [q] = await store.stats()
+        assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 4, 1)
+        assert q.counts["succeeded"] == 6, "the totals are not the rates"
+        await store.expire_workers(60.0)
+        with sqlite3.connect(tmp_path / "rates.db") as conn:
+            assert conn.execute("SELECT SUM(finished) FROM op_recent").fetchone() == (4,), (
+                "the slot out of the five minutes is dropped, the other kept")
+    finally:
+        await store.close()

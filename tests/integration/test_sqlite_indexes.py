@@ -81,6 +81,7 @@ async def test_a_version_4_file_upgrades_in_place(tmp_path: Path) -> None:
                            "WHERE status = 'running';"
                            "CREATE INDEX jobs_status ON jobs (status, id);"
                            "ALTER TABLE operations DROP COLUMN job_ops;"
+                           "DROP TABLE op_recent;"
                            "UPDATE schema_version SET version = 4;")
     store = SQLiteStore(path)
     try:

@@ -173,8 +173,9 @@ class LeaseMixin(PgCore):
         return await self._tx(rescue)
 
     async def expire_workers(self, timeout_s: float) -> list[str]:
-        """Also folds the running totals of closed connections (006_op_totals.sql): this
-        runs every rescue interval in every worker."""
+        """Also folds the running totals of closed connections (006_op_totals.sql) and
+        drops the finishes counted in slots out of the rates' five minutes
+        (007_op_recent.sql): this runs every rescue interval in every worker."""
 
         async def expire(conn: Conn) -> list[str]:
             gone = [str(r["id"]) for r in await fetch(conn, "expire_workers",
@@ -182,6 +183,7 @@ class LeaseMixin(PgCore):
             if gone:
                 await conn.execute(SQL["expire_leases_of_workers"], {"ids": gone})
             await conn.execute(SQL["fold_op_totals"])
+            await conn.execute(SQL["prune_op_recent"])
             return sorted(gone)
 
         return await self._tx(expire)

@@ -35,7 +35,7 @@ from ...model import (
 )
 from .. import rows
 from ..sqlfile import load_blocks, migrations
-from .core import SQL, dumps, insert_rows, statements
+from .core import SQL, dumps, insert_rows, recent_slot, statements
 from .leases import LeaseMixin
 
 _KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
@@ -239,7 +239,7 @@ class SQLiteStore(LeaseMixin):
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         def read(conn: sqlite3.Connection) -> list[QueueStats]:
             now = self._clock()
-            params = {"tenant": tenant, "now": now}
+            params = {"tenant": tenant, "now": now, "slot": recent_slot(now)}
             counts: dict[str, dict[str, int]] = {}
             for row in conn.execute(SQL["stats_counts"], params):
                 counts.setdefault(row["queue"], {s.value: 0 for s in OpStatus})[row["status"]] = (
@@ -328,6 +328,7 @@ class SQLiteStore(LeaseMixin):
                 SQL["expire_workers"], {"now": now, "timeout_s": timeout_s}).fetchall()]
             if gone:
                 conn.execute(SQL["expire_leases_of_workers"], {"now": now, "ids": dumps(gone)})
+            conn.execute(SQL["prune_op_recent"], {"slot": recent_slot(now)})
             return sorted(gone)
 
         return await self._write(expire)

@@ -38,6 +38,14 @@ future, and whether it goes first (see ``SQLiteCore._write``)."""
 ENDED = frozenset(s.value for s in OpStatus if s.terminal)
 SQL = load_blocks(__package__ + ".sql", "queries.sql")
 
+RECENT_SLOT_S = 5.0
+"""Finishes are counted per slot of this many seconds, for the rates (006_op_recent.sql)."""
+
+
+def recent_slot(at_s: float) -> int:
+    """The slot of the finishes at ``at_s`` (epoch seconds)."""
+    return int(at_s // RECENT_SLOT_S)
+
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 """One encoder for every call: ``json.dumps`` with options builds a new one each time."""
 
@@ -260,18 +268,29 @@ class SQLiteCore:
         conn.execute("COMMIT")
         return result
 
-    @staticmethod
-    def _count_ended(conn: sqlite3.Connection, changed: Sequence[sqlite3.Row],
+    def _count_ended(self, conn: sqlite3.Connection, changed: Sequence[sqlite3.Row],
                      sign: int = 1) -> None:
         """Add the operations of ``changed`` (rows with tenant, queue and status) that are
-        ended to the running totals (``sign=-1``: take them off). Every statement that
-        ends operations or brings them back calls this in its transaction."""
+        ended to the running totals (``sign=-1``: take them off), and to the finishes
+        of the current slot (not taken off: finishes as they happened). Every statement
+        that ends operations or brings them back calls this in its transaction."""
         ended = Counter((r["tenant"], r["queue"], r["status"]) for r in changed
                         if r["status"] in ENDED)
-        if ended:
-            conn.executemany(SQL["add_op_totals"], [
-                {"tenant": tenant, "queue": queue, "status": status, "n": sign * n}
-                for (tenant, queue, status), n in ended.items()])
+        if not ended:
+            return
+        conn.executemany(SQL["add_op_totals"], [
+            {"tenant": tenant, "queue": queue, "status": status, "n": sign * n}
+            for (tenant, queue, status), n in ended.items()])
+        if sign > 0:
+            slot = recent_slot(self._clock())
+            finished: dict[tuple[str, str], list[int]] = {}
+            for (tenant, queue, status), n in ended.items():
+                counts = finished.setdefault((tenant, queue), [0, 0])
+                counts[0] += n
+                counts[1] += n if status == "dead" else 0
+            conn.executemany(SQL["add_op_recent"], [
+                {"tenant": tenant, "queue": queue, "slot": slot, "finished": n, "failed": dead}
+                for (tenant, queue), (n, dead) in finished.items()])
 
     @staticmethod
     def _refresh_jobs(conn: sqlite3.Connection, job_ids: set[str]) -> None:

@@ -360,6 +360,14 @@ counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     WHERE status IN ('succeeded', 'dead', 'cancelled')
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
     ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
+recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
+    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
+    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
+           count(*) FILTER (WHERE status = 'dead') FROM done
+    WHERE status IN ('succeeded', 'dead', 'cancelled')
+    GROUP BY tenant, queue ORDER BY tenant, queue
+    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
+    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed),
 ended AS (
     UPDATE jobs SET status = single.job_status
     FROM done
@@ -389,7 +397,15 @@ counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
     WHERE status = 'cancelled'
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
+recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
+    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
+    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
+           count(*) FILTER (WHERE status = 'dead') FROM done
+    WHERE status = 'cancelled'
+    GROUP BY tenant, queue ORDER BY tenant, queue
+    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
+    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
 SELECT job_id, queue FROM done;
 
 -- name: rescue_expired
@@ -423,7 +439,15 @@ counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
     WHERE status IN ('dead', 'cancelled')
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
+recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
+    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
+    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
+           count(*) FILTER (WHERE status = 'dead') FROM done
+    WHERE status IN ('dead', 'cancelled')
+    GROUP BY tenant, queue ORDER BY tenant, queue
+    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
+    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
 SELECT id, job_id, queue FROM done;
 
 -- name: cancel_waiting
@@ -436,7 +460,14 @@ counted AS (  -- the running totals of ended operations (006_op_totals.sql)
     INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
     SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
     GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n)
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
+recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
+    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
+    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
+           count(*) FILTER (WHERE status = 'dead') FROM done
+    GROUP BY tenant, queue ORDER BY tenant, queue
+    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
+    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
 SELECT queue FROM done;
 
 -- name: cancel_running
@@ -522,14 +553,21 @@ WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= now()
 GROUP BY queue;
 
 -- name: stats_recent
+-- Finishes of the last minute (this slot and the 11 before it: 55 to 60 s) and five
+-- minutes (60 slots), from the counts per slot (007_op_recent.sql): at most 60 rows per
+-- queue and connection, whatever the throughput.
 SELECT queue,
-       count(*) FILTER (WHERE finished_at >= now() - interval '60 seconds') AS last_1m,
-       count(*) AS last_5m,
-       count(*) FILTER (WHERE status = 'dead') AS failed_5m
-FROM operations
-WHERE finished_at >= now() - interval '300 seconds'
+       coalesce(sum(finished) FILTER (WHERE slot > conveyor_slot(now()) - 12), 0) AS last_1m,
+       sum(finished) AS last_5m,
+       sum(failed) AS failed_5m
+FROM op_recent
+WHERE slot > conveyor_slot(now()) - 60
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 GROUP BY queue;
+
+-- name: prune_op_recent
+-- Slots out of the five minutes read (007_op_recent.sql); with fold_op_totals.
+DELETE FROM op_recent WHERE slot <= conveyor_slot(now()) - 60;
 
 -- name: upsert_task
 INSERT INTO tasks (name, queue, schema, kind, max_attempts, timeout_s, priority, doc, updated_at)

@@ -223,6 +223,13 @@ FROM queues WHERE queue IS NOT NULL;
 INSERT INTO op_totals (tenant, queue, status, n) VALUES (:tenant, :queue, :status, :n)
 ON CONFLICT (tenant, queue, status) DO UPDATE SET n = n + excluded.n;
 
+-- name: add_op_recent
+-- Finishes per slot (006_op_recent.sql): :finished more in :slot, :failed of them dead.
+INSERT INTO op_recent (tenant, queue, slot, finished, failed)
+VALUES (:tenant, :queue, :slot, :finished, :failed)
+ON CONFLICT (tenant, queue, slot) DO UPDATE
+SET finished = finished + excluded.finished, failed = failed + excluded.failed;
+
 -- name: stats_counts
 -- Waiting and running operations counted from their rows, through the partial indexes
 -- that hold them (as many as the backlog); the ended ones from their running totals
@@ -248,13 +255,20 @@ WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= :now
 GROUP BY queue;
 
 -- name: stats_recent
+-- Finishes of the last minute (this slot and the 11 before it: 55 to 60 s) and five
+-- minutes (60 slots), from the counts per slot (006_op_recent.sql): at most 60 rows per
+-- tenant and queue, whatever the throughput.
 SELECT queue,
-       SUM(finished_at >= :now - 60) AS last_1m,
-       COUNT(*) AS last_5m,
-       SUM(status = 'dead') AS failed_5m
-FROM operations
-WHERE finished_at >= :now - 300 AND (:tenant IS NULL OR tenant = :tenant)
+       SUM(CASE WHEN slot > :slot - 12 THEN finished ELSE 0 END) AS last_1m,
+       SUM(finished) AS last_5m,
+       SUM(failed) AS failed_5m
+FROM op_recent
+WHERE slot > :slot - 60 AND (:tenant IS NULL OR tenant = :tenant)
 GROUP BY queue;
+
+-- name: prune_op_recent
+-- Slots out of the five minutes read (006_op_recent.sql).
+DELETE FROM op_recent WHERE slot <= :slot - 60;
 
 -- name: upsert_task
 INSERT INTO tasks (name, queue, schema, kind, max_attempts, timeout_s, priority, doc, updated_at)
