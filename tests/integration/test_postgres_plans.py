@@ -312,3 +312,27 @@ async def test_ready_depths_read_the_ready_index_only(pg_store: PostgresStore,
     assert await pg_store.ready_depths(1001) == {"q": 1001}
     for plan in (stale, fresh):
         assert plan == {"operations_ready"}, plan
+
+
+async def test_statistics_read_the_ready_index_after_a_burst_drained(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """The statistics are taken with a burst just loaded (every row waiting), then the
+    burst is drained: the counts of ``/v1/stats`` still read the waiting operations
+    through the ready index, not the whole table (until autovacuum analyzes again)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO jobs SELECT 'wait' || g, 't', 'q', 'queued', '{}', '{}', "
+                     "NULL, NULL, now() FROM generate_series(1, %s) g", (WAITING,))
+        conn.execute("INSERT INTO operations (id, job_id, tenant, queue, task, args, "
+                     "priority, status, max_attempts, created_at, run_at, job_ops) "
+                     "SELECT 'op-wait' || g, 'wait' || g, 't', 'q', 'sys.noop', '{}', 0, "
+                     "'queued', 3, now(), now(), 1 FROM generate_series(1, %s) g",
+                     (WAITING,))
+        conn.execute("ANALYZE operations")
+        conn.execute("UPDATE operations SET status = 'succeeded', finished_at = now()")
+        for tenant in (None, "t"):
+            waiting = _indexes(conn, SQL["stats_waiting"], {"tenant": tenant})
+            assert "operations_ready" in waiting, waiting
+            assert "Seq Scan on operations" not in waiting, waiting
+            counts = _indexes(conn, SQL["stats_counts"], {"tenant": tenant})
+            assert "Seq Scan on operations" not in counts, counts

@@ -21,6 +21,7 @@ from typing import Any
 from ...config import redact_url as redact
 from ...errors import SchemaMismatch, StoreUnavailable
 from ...model import (
+    WAITING,
     Job,
     JobFilter,
     NewJob,
@@ -219,8 +220,13 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
             for row in await fetch(conn, "stats_counts", params):
                 counts.setdefault(row["queue"], {s.value: 0 for s in OpStatus})[
                     row["status"]] = int(row["n"])
-            oldest = {r["queue"]: float(r["age_s"])
-                      for r in await fetch(conn, "stats_oldest_ready", params)}
+            oldest: dict[str, float] = {}
+            for row in await fetch(conn, "stats_waiting", params):
+                by_status = counts.setdefault(row["queue"], {s.value: 0 for s in OpStatus})
+                for status in WAITING:
+                    by_status[status.value] = int(row[status.value])
+                if row["age_s"] is not None:
+                    oldest[row["queue"]] = float(row["age_s"])
             recent = {r["queue"]: r for r in await fetch(conn, "stats_recent", params)}
             return [
                 QueueStats(

@@ -515,15 +515,10 @@ SELECT queue, (SELECT count(*) FROM (
 FROM queues WHERE queue IS NOT NULL;
 
 -- name: stats_counts
--- Waiting and running operations counted from their rows, through the partial indexes
--- that hold them (as many as the backlog); the ended ones from their running totals
--- (006_op_totals.sql), not from every row ever stored.
+-- Running operations counted from their rows, through the partial index that holds them
+-- (as many as are running); the ended ones from their running totals (006_op_totals.sql),
+-- not from every row ever stored. The waiting ones: stats_waiting.
 SELECT queue, status, count(*) AS n FROM operations
-WHERE status IN ('scheduled', 'queued', 'retrying')
-  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
-GROUP BY queue, status
-UNION ALL
-SELECT queue, status, count(*) FROM operations
 WHERE status = 'running' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 GROUP BY queue, status
 UNION ALL
@@ -545,11 +540,24 @@ SELECT tenant, queue, status, 0, sum(n) FROM gone
 GROUP BY tenant, queue, status ORDER BY tenant, queue, status
 ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n;
 
--- name: stats_oldest_ready
-SELECT queue, extract(epoch FROM now() - min(run_at))::double precision AS age_s
-FROM operations
-WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= now()
-  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+-- name: stats_waiting
+-- Waiting operations per queue, counted by state, with the age of the oldest due one:
+-- one read of the ready index in its own order (as many entries as the backlog), which
+-- the aggregate takes as it comes. Asked for the counts and the oldest apart, the
+-- planner scanned the whole table whenever its statistics were taken with a burst just
+-- loaded (every row waiting), until autovacuum analyzed the table again: 20-28 ms each
+-- after a drain of 100,000 operations, 0.6-4.5 ms this way. With a backlog of 200,000
+-- it takes 50-63 ms, against 36-38 ms for the counts alone before.
+SELECT queue,
+       count(*) FILTER (WHERE status = 'scheduled') AS scheduled,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'retrying') AS retrying,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
+           AS age_s
+FROM (SELECT queue, status, run_at FROM operations
+      WHERE status IN ('scheduled', 'queued', 'retrying')
+        AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+      ORDER BY queue, priority DESC, seq) AS waiting
 GROUP BY queue;
 
 -- name: stats_recent
