@@ -31,6 +31,11 @@ ORDER BY o.seq;
 -- delete means the rows are published again (a duplicate, skipped by workers), never
 -- lost. Saves a disk flush on the path from submission to Kafka; set from within the
 -- statement, it needs no transaction block (three round trips fewer).
+-- The claimed rows are updated by key (`= ANY(ARRAY(...))`, an index condition). Joined
+-- with `c` instead, the plan kept for this statement took the outbox for one row (its
+-- statistics as the relay's compaction left them, empty) and compared every row of the
+-- outbox with every claimed one: with a backlog of 40,000 rows a claim of 500 took
+-- 0.3-1.2 s, so the relay fell further behind the more work waited.
 WITH relay_commit AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true) AS synchronous_commit),
 c AS MATERIALIZED (
@@ -41,8 +46,7 @@ c AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED),
 claimed AS (
     UPDATE outbox b SET claimed_until = now() + make_interval(secs => %(lease_s)s)
-    FROM c
-    WHERE b.id = c.id
+    WHERE b.id = ANY(ARRAY(SELECT id FROM c))  -- by key, whatever the estimates
     RETURNING b.id, b.op_id, b.queue, b.key, b.kind)
 SELECT b.id, b.op_id, b.queue, b.key, b.kind, o.id IS NOT NULL AS found, o.headers,
        CASE WHEN b.kind = 'dead' THEN o.job_id END AS job_id,
