@@ -12,9 +12,10 @@
 -- beside the running totals (006_op_totals.sql) and the same way: one row write per
 -- statement, tenant and queue, each connection into its own rows (shard = its backend's
 -- pid). A read sums at most 60 slots per queue and connection. A slot is
--- floor(epoch / 5 s) (conveyor_slot, the one place that knows); "the last minute" is the current slot and the 11 before it (55 to
--- 60 s), "the last five minutes" 60 slots (295 to 300 s). Slots older than that are
--- deleted with the folding of the totals (every rescue interval, by every worker).
+-- floor(epoch / 5 s) (conveyor_slot, the one place that knows); "the last minute" is
+-- the current slot and the 11 before it (55 to 60 s), "the last five minutes" 60 slots
+-- (295 to 300 s). Slots older than that are deleted with the folding of the totals
+-- (every rescue interval, by every worker).
 -- A replayed operation keeps its finish counted here: this counts finishes as they
 -- happened, not rows as they are now.
 
