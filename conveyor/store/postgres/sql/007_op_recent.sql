@@ -21,7 +21,7 @@
 
 CREATE FUNCTION conveyor_slot(at timestamptz) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN floor(extract(epoch FROM at) / 5)::bigint;
+    AS $$ SELECT floor(extract(epoch FROM at) / 5)::bigint $$;
 
 CREATE TABLE op_recent (
     tenant   text    NOT NULL,
