@@ -58,13 +58,14 @@ class TransportStats:
 
     async def _queue_names(self, pending: dict[str, int]) -> list[str]:
         """The queues worth a look without a list from the caller: those with operations
-        waiting (the only ones a reconciliation can find), those some worker consumes or
-        consumed (their lag), and those with outbox rows. Found through the ready index
-        and two small tables. :meth:`Store.stats` read every operation finished in the last
-        five minutes for the names (130 ms of PostgreSQL after 120k of them, every pass
-        of the relay's maintenance)."""
+        waiting (the only ones a reconciliation can find, and any whose messages still
+        wait in the log), those a live worker consumes (their lag), and those with outbox
+        rows. Found through the ready index and two small tables. :meth:`Store.stats`
+        read every operation finished in the last five minutes for the names (130 ms of
+        PostgreSQL after 120k of them, every pass of the relay's maintenance). Gone
+        workers are not asked for: their rows are kept, and grow with every restart."""
         waiting = await self._store.ready_depths(1)
-        workers = await self._store.list_workers(include_gone=True)
+        workers = await self._store.list_workers()
         return sorted({*waiting, *pending, *(q for w in workers for q in w.queues)})
 
 
