@@ -283,14 +283,15 @@ class SQLiteCore:
             for (tenant, queue, status), n in ended.items()])
         if sign > 0:
             slot = recent_slot(self._clock())
-            finished: dict[tuple[str, str], list[int]] = {}
+            finished: Counter[tuple[str, str]] = Counter()
+            failed: Counter[tuple[str, str]] = Counter()
             for (tenant, queue, status), n in ended.items():
-                counts = finished.setdefault((tenant, queue), [0, 0])
-                counts[0] += n
-                counts[1] += n if status == "dead" else 0
+                finished[tenant, queue] += n
+                failed[tenant, queue] += n if status == "dead" else 0
             conn.executemany(SQL["add_op_recent"], [
-                {"tenant": tenant, "queue": queue, "slot": slot, "finished": n, "failed": dead}
-                for (tenant, queue), (n, dead) in finished.items()])
+                {"tenant": tenant, "queue": queue, "slot": slot, "finished": n,
+                 "failed": failed[tenant, queue]}
+                for (tenant, queue), n in finished.items()])
 
     @staticmethod
     def _refresh_jobs(conn: sqlite3.Connection, job_ids: set[str]) -> None:
