@@ -110,6 +110,9 @@ class Config:
     rescue_interval_s: float = 1.0
     worker_timeout_s: float = 15.0
     """A worker not heard from for this long is marked gone and its leases are freed."""
+    gone_worker_retention_s: float = 86_400.0
+    """A gone worker stays listed (``conveyor workers --all``) this long after it was
+    last heard from; then its row is deleted, so restarts do not grow the registry."""
     claim_batch: int = 256
     claim_ahead: int = 0
     """Operations a worker keeps claimed ahead of its free slots, waiting to start: its
@@ -207,6 +210,8 @@ class Config:
             raise ConfigError("concurrency, processes and claim_batch must be at least 1")
         if self.claim_ahead < 0:
             raise ConfigError("claim_ahead must be 0 or more")
+        if self.gone_worker_retention_s <= 0:
+            raise ConfigError("gone_worker_retention_s must be positive")
         if self.lease_s <= 0 or self.poll_s <= 0:
             raise ConfigError("lease_s and poll_s must be positive")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):

@@ -136,10 +136,11 @@ class Store(Protocol):
     async def list_workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         """Registered workers, live ones only unless ``include_gone``, by id."""
 
-    async def expire_workers(self, timeout_s: float) -> list[str]:
+    async def expire_workers(self, timeout_s: float, forget_after_s: float) -> list[str]:
         """Mark ``gone`` the live workers not seen for ``timeout_s`` and expire the leases
         they hold (so the rescuer re-queues their operations at once); returns their ids.
-        Safe to run from several processes at once."""
+        Gone workers not seen for ``forget_after_s`` are deleted (a worker that comes back
+        registers again). Safe to run from several processes at once."""
 
     # API keys ----------------------------------------------------------------------------
     async def insert_keys(self, keys: Sequence[ApiKey]) -> None:

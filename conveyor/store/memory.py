@@ -540,10 +540,13 @@ class MemoryStore:
             return [w for _, w in sorted(self._workers.items())
                     if include_gone or w.status == "live"]
 
-    async def expire_workers(self, timeout_s: float) -> list[str]:
+    async def expire_workers(self, timeout_s: float, forget_after_s: float) -> list[str]:
         async with self._lock:
             self._check_open()
             now = self._clock()
+            for old in [w.id for w in self._workers.values()
+                        if w.status == "gone" and w.last_seen_at < now - forget_after_s]:
+                del self._workers[old]
             gone = [w.id for w in self._workers.values()
                     if w.status == "live" and w.last_seen_at < now - timeout_s]
             for worker_id in gone:

@@ -56,9 +56,21 @@ class StoreWorkerCases:
         await asyncio.sleep(0.4)
         await store.upsert_workers([worker("w-alive")])
         [alive_claim] = await store.claim(["default"], "w-alive", 1, LONG_LEASE_S)
-        results = await asyncio.gather(*(store.expire_workers(0.3) for _ in range(4)))
+        results = await asyncio.gather(*(store.expire_workers(0.3, 3600.0) for _ in range(4)))
         assert sorted(w for found in results for w in found) == ["w-silent"], results
         assert [w.id for w in await store.list_workers()] == ["w-alive"]
         assert await store.rescue_expired(100) == [silent_claim.op_id]
         assert (await operation(store, silent_claim.op_id)).status is OpStatus.QUEUED
         assert (await operation(store, alive_claim.op_id)).status is OpStatus.RUNNING
+
+    async def test_long_gone_workers_are_forgotten(self, store: Store) -> None:
+        """Gone workers not seen for ``forget_after_s`` are deleted; gone workers seen
+        since, and live ones however silent, stay (a live one is marked gone first)."""
+        await store.upsert_workers([worker("w-old", status="gone"), worker("w-silent")])
+        await asyncio.sleep(0.4)
+        await store.upsert_workers([worker("w-recent", status="gone")])
+        assert await store.expire_workers(60.0, 0.3) == []
+        listed = await store.list_workers(include_gone=True)
+        assert [(w.id, w.status) for w in listed] == [("w-recent", "gone"), ("w-silent", "live")]
+        await store.upsert_workers([worker("w-old")])  # a forgotten worker comes back
+        assert "w-old" in {w.id for w in await store.list_workers()}

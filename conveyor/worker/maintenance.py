@@ -23,16 +23,20 @@ class Rescuer:
     stalled); a killed worker's operation runs again after ``lease_s + interval_s``."""
 
     def __init__(self, store: Store, transport: Transport, interval_s: float,
-                 batch: int = 1000, worker_timeout_s: float = 15.0) -> None:
+                 batch: int = 1000, worker_timeout_s: float = 15.0,
+                 gone_worker_retention_s: float = 86_400.0) -> None:
         self._store = store
         self._transport = transport
         self._interval_s = interval_s
         self._batch = batch
         self._worker_timeout_s = worker_timeout_s
+        self._gone_worker_retention_s = gone_worker_retention_s
 
     async def run_once(self) -> list[str]:
-        """Mark silent workers gone (freeing their leases), then re-queue expired leases."""
-        gone = await self._store.expire_workers(self._worker_timeout_s)
+        """Mark silent workers gone (freeing their leases), forget long-gone ones, then
+        re-queue expired leases."""
+        gone = await self._store.expire_workers(self._worker_timeout_s,
+                                                self._gone_worker_retention_s)
         if gone:
             log.warning("workers gone (no heartbeat for %.0f s): %s", self._worker_timeout_s,
                         ", ".join(gone))

@@ -117,7 +117,8 @@ class Worker:
         self._received_all = False  # set once stopping has ended every attempt
         self._flusher: asyncio.Task[None] | None = None
         self._rescuer = Rescuer(store, transport, config.rescue_interval_s,
-                                worker_timeout_s=config.worker_timeout_s)
+                                worker_timeout_s=config.worker_timeout_s,
+                                gone_worker_retention_s=config.gone_worker_retention_s)
         self._started_at = time.time()
         claims_first = isinstance(store, ClaimsFirst) and store.claims_first
         self._record_batches = 2 if claims_first else 1

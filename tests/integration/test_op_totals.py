@@ -117,7 +117,7 @@ async def test_postgres_folds_the_totals_of_closed_connections(pg_url: str) -> N
     await second.open()
     try:
         for _ in range(100):  # until the closed connections' backends have exited
-            await second.expire_workers(60.0)
+            await second.expire_workers(60.0, 3600.0)
             if _shards(pg_url) == [0]:
                 break
             await asyncio.sleep(0.05)
@@ -155,14 +155,14 @@ async def test_postgres_rates_count_finishes_per_slot_and_forget_old_slots(
         _slots_back(pg_url, 12)  # 60-65 s ago: out of the minute, in the five minutes
         [q] = await store.stats()
         assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 4, 1)
-        await store.expire_workers(60.0)
+        await store.expire_workers(60.0, 3600.0)
         assert _recent_rows(pg_url) > 0, "slots of the five minutes are kept"
 
         _slots_back(pg_url, 48)  # 300-305 s ago: out of both
         [q] = await store.stats()
         assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 0, 0)
         assert q.counts["succeeded"] == 3, "the totals are not the rates"
-        await store.expire_workers(60.0)
+        await store.expire_workers(60.0, 3600.0)
         assert _recent_rows(pg_url) == 0, "old slots are dropped with the totals' folding"
     finally:
         await store.close()
@@ -192,7 +192,7 @@ async def test_sqlite_rates_count_finishes_per_slot_and_forget_old_slots(
         [q] = await store.stats()
         assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 4, 1)
         assert q.counts["succeeded"] == 6, "the totals are not the rates"
-        await store.expire_workers(60.0)
+        await store.expire_workers(60.0, 3600.0)
         with sqlite3.connect(tmp_path / "rates.db") as conn:
             assert conn.execute("SELECT SUM(finished) FROM op_recent").fetchone() == (4,), (
                 "the slot out of the five minutes is dropped, the other kept")

@@ -113,3 +113,11 @@ def test_outcome_linger_is_read_from_the_environment_and_bounded_by_the_lease() 
     for bad in ("-0.1", "4"):  # below zero, or not well inside the 10 s lease
         with pytest.raises(ConfigError, match="outcome_linger_s"):
             load_config(environ={"CONVEYOR_OUTCOME_LINGER_S": bad})
+
+
+def test_gone_worker_retention_is_read_from_the_environment_and_positive() -> None:
+    assert load_config(environ={}).gone_worker_retention_s == 86_400.0
+    env = {"CONVEYOR_GONE_WORKER_RETENTION_S": "600"}
+    assert load_config(environ=env).gone_worker_retention_s == 600.0
+    with pytest.raises(ConfigError, match="gone_worker_retention_s"):
+        load_config(environ={"CONVEYOR_GONE_WORKER_RETENTION_S": "0"})

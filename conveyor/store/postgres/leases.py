@@ -172,12 +172,13 @@ class LeaseMixin(PgCore):
 
         return await self._tx(rescue)
 
-    async def expire_workers(self, timeout_s: float) -> list[str]:
+    async def expire_workers(self, timeout_s: float, forget_after_s: float) -> list[str]:
         """Also folds the running totals of closed connections (006_op_totals.sql) and
         drops the finishes counted in slots out of the rates' five minutes
         (007_op_recent.sql): this runs every rescue interval in every worker."""
 
         async def expire(conn: Conn) -> list[str]:
+            await conn.execute(SQL["forget_gone_workers"], {"forget_after_s": forget_after_s})
             gone = [str(r["id"]) for r in await fetch(conn, "expire_workers",
                                                       {"timeout_s": timeout_s})]
             if gone:

@@ -321,9 +321,10 @@ class SQLiteStore(LeaseMixin):
         )
         return [rows.worker_info(r) for r in found]
 
-    async def expire_workers(self, timeout_s: float) -> list[str]:
+    async def expire_workers(self, timeout_s: float, forget_after_s: float) -> list[str]:
         def expire(conn: sqlite3.Connection) -> list[str]:
             now = self._clock()
+            conn.execute(SQL["forget_gone_workers"], {"now": now, "forget_after_s": forget_after_s})
             gone = [r["id"] for r in conn.execute(
                 SQL["expire_workers"], {"now": now, "timeout_s": timeout_s}).fetchall()]
             if gone:

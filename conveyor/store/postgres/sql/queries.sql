@@ -604,6 +604,10 @@ ON CONFLICT (id) DO UPDATE SET
 -- name: list_workers
 SELECT * FROM workers WHERE (%(include_gone)s OR status = 'live') ORDER BY id;
 
+-- name: forget_gone_workers
+DELETE FROM workers
+WHERE status = 'gone' AND last_seen_at < now() - make_interval(secs => %(forget_after_s)s);
+
 -- name: expire_workers
 UPDATE workers SET status = 'gone'
 WHERE status = 'live' AND last_seen_at < now() - make_interval(secs => %(timeout_s)s)

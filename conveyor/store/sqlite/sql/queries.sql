@@ -295,6 +295,9 @@ ON CONFLICT (id) DO UPDATE SET
 -- name: list_workers
 SELECT * FROM workers WHERE (:include_gone OR status = 'live') ORDER BY id;
 
+-- name: forget_gone_workers
+DELETE FROM workers WHERE status = 'gone' AND last_seen_at < :now - :forget_after_s;
+
 -- name: expire_workers
 UPDATE workers SET status = 'gone'
 WHERE status = 'live' AND last_seen_at < :now - :timeout_s
