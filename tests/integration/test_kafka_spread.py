@@ -1,5 +1,6 @@
-"""Unkeyed operations are spread over a topic's partitions message by message: a relay
-batch does not land on one partition (and so on the one worker that holds it)."""
+"""Unkeyed operations are spread over a topic's partitions in runs: a large relay batch
+covers every partition (so every worker holding one gets a share), a small one lands on
+one partition, and consecutive batches move on to the next partitions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from conveyor.store.base import OutboxEntry
 from conveyor.transport.kafka import KafkaPublisher, Topics
+from conveyor.transport.kafka.producer import SPREAD_RUN
 from tests.support.kafka import bootstrap, unique_prefix
 
 PARTITIONS = 4
@@ -24,21 +26,29 @@ def _ends(address: str, topic: str) -> list[int]:
         consumer.close()
 
 
-def test_a_batch_of_unkeyed_operations_is_spread_over_every_partition() -> None:
+def _batch(start: int, count: int) -> list[OutboxEntry]:
+    return [OutboxEntry(i, f"op{i}", "default", None, "dispatch")
+            for i in range(start, start + count)]
+
+
+def test_unkeyed_batches_are_spread_in_runs_over_the_partitions() -> None:
     address = bootstrap()
     topics = Topics(address, PARTITIONS, unique_prefix("spread"))
+    topic = topics.topic("default")
     publisher = KafkaPublisher(topics)
     try:
-        # One message first: the producer then knows the topic's partitions, as a relay
-        # that has been running does (partitioning differs while it does not yet).
-        asyncio.run(publisher.publish([OutboxEntry(0, "warm", "default", None, "dispatch")]))
-        before = _ends(address, topics.topic("default"))
-        asyncio.run(publisher.publish([OutboxEntry(i, f"op{i}", "default", None, "dispatch")
-                                       for i in range(1, BATCH + 1)]))
-        after = _ends(address, topics.topic("default"))
+        asyncio.run(publisher.publish(_batch(0, BATCH)))
+        large = _ends(address, topic)
+        small = []
+        for n in range(PARTITIONS):
+            asyncio.run(publisher.publish(_batch(BATCH + n * 10, SPREAD_RUN - 1)))
+            small.append(_ends(address, topic))
     finally:
         publisher.close()
-    counts = [b - a for a, b in zip(before, after, strict=True)]
-    assert sum(counts) == BATCH
-    # At random, each partition gets 125 ± 10; stuck to one partition, others get ~0.
-    assert min(counts) >= BATCH // PARTITIONS // 2, counts
+    assert large == [BATCH // PARTITIONS] * PARTITIONS  # one run on every partition
+    landed = [[b - a for a, b in zip(before, after, strict=True)]
+              for before, after in zip([large, *small], small, strict=False)]
+    # each small batch on one partition, the next batch on the next one
+    assert [counts.index(SPREAD_RUN - 1) for counts in landed] == list(range(PARTITIONS))
+    assert all(sorted(counts) == [0] * (PARTITIONS - 1) + [SPREAD_RUN - 1]
+               for counts in landed), landed

@@ -42,6 +42,7 @@ class Topics:
         fails fast (and a process waiting for it still stops promptly)."""
         self._admin = AdminClient(self.client.settings(**{"reconnect.backoff.max.ms": 1000}))
         self._known: set[str] = set()
+        self._counts: dict[str, int] = {}  # partitions of the topics ensured
         self._lock = threading.Lock()
 
     def topic(self, queue: str) -> str:
@@ -62,6 +63,11 @@ class Topics:
                 finally:
                     self._admin.poll(0)  # hand queued client log lines to ``logging``
                 self._known.update(missing)
+
+    def partition_count(self, topic: str) -> int:
+        """Partitions of ``topic`` as :meth:`ensure` found it (the configured count for a
+        topic not ensured by this process)."""
+        return self._counts.get(topic, self.partitions)
 
     def forget(self, queues: Sequence[str] | None = None) -> None:
         """Check again next time (e.g. after a topic was deleted)."""
@@ -125,6 +131,7 @@ class Topics:
             count = existing.get(name)
             if count is None:
                 raise TransportError(f"Kafka topic {name} was created but is not visible")
+            self._counts[name] = count
             if count < self.partitions and not name.endswith(".dlq"):
                 raise TopicMismatch(
                     f"Kafka topic {name} has {count} partitions, fewer than the "
