@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -56,9 +57,9 @@ class KafkaPublisher:
             "acks": "all",
             "linger.ms": linger_ms,
             "partitioner": "murmur2_random",  # Java-compatible: key -> partition
-            # Unkeyed messages: a random partition each. By default they stick to one
-            # partition per linger window, so a relay batch of 500 landed mostly on one
-            # partition and the one worker holding it had the work while others idled.
+            # Unkeyed messages left to the partitioner (dead letters; the relay places
+            # dispatches itself, see spread): a random partition each, not one per
+            # linger window (a batch of 500 would land on one partition).
             "sticky.partitioning.linger.ms": 0,
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "reconnect.backoff.max.ms": 1000,
@@ -66,6 +67,7 @@ class KafkaPublisher:
         self._producer: Any = None
         self._lock = threading.Lock()
         self._next_partition: dict[str, int] = {}  # where a topic's next batch starts
+        self._random = random.Random()
 
     def _ensure_producer(self) -> Any:
         from confluent_kafka import Producer
@@ -133,7 +135,9 @@ class KafkaPublisher:
         chosen = [-1] * len(entries)
         for topic, places in unkeyed.items():
             partitions = self.topics.partition_count(topic)
-            first = self._next_partition.get(topic, 0) % partitions
+            # relays start at random partitions, so several do not move in step
+            first = self._next_partition.get(topic, self._random.randrange(partitions))
+            first %= partitions
             assigned = spread(len(places), partitions, first)
             for place, partition in zip(places, assigned, strict=True):
                 chosen[place] = partition
