@@ -17,11 +17,11 @@ PARTITIONS = 4
 BATCH = 500
 
 
-def _ends(address: str, topic: str) -> list[int]:
+def _ends(address: str, topic: str, partitions: int = PARTITIONS) -> list[int]:
     consumer = Consumer({"bootstrap.servers": address, "group.id": f"{topic}probe"})
     try:
         return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(PARTITIONS)]
+                for p in range(partitions)]
     finally:
         consumer.close()
 
@@ -54,3 +54,16 @@ def test_unkeyed_batches_are_spread_in_runs_over_the_partitions() -> None:
         (first + n) % PARTITIONS for n in range(PARTITIONS)]
     assert all(sorted(counts) == [0] * (PARTITIONS - 1) + [SPREAD_RUN - 1]
                for counts in landed), landed
+
+
+def test_runs_cover_a_topic_made_with_more_partitions_than_configured() -> None:
+    """A topic created elsewhere with more partitions is spread over all of them."""
+    address, prefix, more = bootstrap(), unique_prefix("spread-more"), PARTITIONS + 2
+    Topics(address, more, prefix).ensure(["default"])  # made by someone else
+    topics = Topics(address, PARTITIONS, prefix)
+    publisher = KafkaPublisher(topics)
+    try:
+        asyncio.run(publisher.publish(_batch(0, SPREAD_RUN * more)))
+    finally:
+        publisher.close()
+    assert _ends(address, topics.topic("default"), more) == [SPREAD_RUN] * more
