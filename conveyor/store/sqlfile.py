@@ -2,6 +2,13 @@
 
 Adapters keep every statement in such files and look them up by name, so the SQL can be
 read, reviewed and run by hand on its own.
+
+A block is loaded without its whole-line comments, under one line naming it (``--
+NAME``, so the server's views of running and past statements still say which it is).
+The comments explain the statements to their readers and are sent for nothing: psycopg
+parses a statement's placeholders again on every call once its text passes 4 KiB (its
+cache of parsed statements leaves longer ones out), and `complete_many` with its comments
+was 5.2 KiB: 21.9 µs per call to convert against 2.6 µs without them.
 """
 
 from __future__ import annotations
@@ -15,10 +22,18 @@ _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
 def parse_blocks(text: str) -> dict[str, str]:
     """Split ``text`` into ``{name: sql}``; text before the first name is ignored."""
     parts = _NAME.split(text)
-    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    blocks = {name: f"-- {name}\n{_without_comment_lines(body)}"
+              for name, body in zip(parts[1::2], parts[2::2], strict=True)}
     if len(blocks) != len(parts[1::2]):
         raise ValueError("duplicate query name in SQL file")
     return blocks
+
+
+def _without_comment_lines(sql: str) -> str:
+    """``sql`` without the lines that hold only a ``--`` comment (comments after SQL on a
+    line stay), and without surrounding blank lines."""
+    return "\n".join(line for line in sql.strip().splitlines()
+                     if not line.lstrip().startswith("--"))
 
 
 def load_blocks(package: str, filename: str) -> dict[str, str]:
