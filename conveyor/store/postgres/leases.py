@@ -178,9 +178,8 @@ class LeaseMixin(PgCore):
         (007_op_recent.sql): this runs every rescue interval in every worker."""
 
         async def expire(conn: Conn) -> list[str]:
-            await conn.execute(SQL["forget_gone_workers"], {"forget_after_s": forget_after_s})
-            gone = [str(r["id"]) for r in await fetch(conn, "expire_workers",
-                                                      {"timeout_s": timeout_s})]
+            gone = [str(r["id"]) for r in await fetch(
+                conn, "expire_workers", {"timeout_s": timeout_s, "forget_after_s": forget_after_s})]
             if gone:
                 await conn.execute(SQL["expire_leases_of_workers"], {"ids": gone})
             await conn.execute(SQL["fold_op_totals"])

@@ -41,8 +41,7 @@ class Topics:
         """How long :meth:`ensure` first waits for any answer: an unreachable cluster
         fails fast (and a process waiting for it still stops promptly)."""
         self._admin = AdminClient(self.client.settings(**{"reconnect.backoff.max.ms": 1000}))
-        self._known: set[str] = set()
-        self._counts: dict[str, int] = {}  # partitions of the topics ensured
+        self._counts: dict[str, int] = {}  # partitions of the topics ensured (checked)
         self._lock = threading.Lock()
 
     def topic(self, queue: str) -> str:
@@ -56,13 +55,12 @@ class Topics:
         from several processes at once). Raises :class:`TransportError`."""
         wanted = [t for q in queues for t in (self.topic(q), self.dlq(q))]
         with self._lock:
-            missing = [t for t in wanted if t not in self._known]
+            missing = [t for t in wanted if t not in self._counts]
             if missing:
                 try:
                     self._ensure(missing)
                 finally:
                     self._admin.poll(0)  # hand queued client log lines to ``logging``
-                self._known.update(missing)
 
     def partition_count(self, topic: str) -> int:
         """Partitions of ``topic`` as :meth:`ensure` found it (the configured count for a
@@ -73,10 +71,10 @@ class Topics:
         """Check again next time (e.g. after a topic was deleted)."""
         with self._lock:
             if queues is None:
-                self._known.clear()
+                self._counts.clear()
             else:
-                self._known.difference_update(
-                    t for q in queues for t in (self.topic(q), self.dlq(q)))
+                for topic in [t for q in queues for t in (self.topic(q), self.dlq(q))]:
+                    self._counts.pop(topic, None)
 
     def check_reachable(self, timeout_s: float) -> None:
         """Raise :class:`TransportError` unless a broker answers within ``timeout_s``."""
@@ -131,10 +129,10 @@ class Topics:
             count = existing.get(name)
             if count is None:
                 raise TransportError(f"Kafka topic {name} was created but is not visible")
-            self._counts[name] = count
             if count < self.partitions and not name.endswith(".dlq"):
                 raise TopicMismatch(
                     f"Kafka topic {name} has {count} partitions, fewer than the "
                     f"{self.partitions} configured (--kafka-partitions); use a new "
                     f"--kafka-topic-prefix or lower the setting (adding partitions to the "
                     f"topic would move keys and break per-key order)")
+            self._counts[name] = count

@@ -604,11 +604,12 @@ ON CONFLICT (id) DO UPDATE SET
 -- name: list_workers
 SELECT * FROM workers WHERE (%(include_gone)s OR status = 'live') ORDER BY id;
 
--- name: forget_gone_workers
-DELETE FROM workers
-WHERE status = 'gone' AND last_seen_at < now() - make_interval(secs => %(forget_after_s)s);
-
 -- name: expire_workers
+-- Live workers silent for timeout_s become gone; gone ones silent for forget_after_s are
+-- deleted (disjoint rows: one statement, one round trip every rescue interval).
+WITH forgotten AS (
+    DELETE FROM workers
+    WHERE status = 'gone' AND last_seen_at < now() - make_interval(secs => %(forget_after_s)s))
 UPDATE workers SET status = 'gone'
 WHERE status = 'live' AND last_seen_at < now() - make_interval(secs => %(timeout_s)s)
 RETURNING id;
