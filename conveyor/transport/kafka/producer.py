@@ -95,10 +95,9 @@ class KafkaPublisher:
                     errors.append(err)
 
             try:
-                for entry, partition in zip(entries, self._partitions(entries), strict=True):
+                for entry, (topic, partition) in zip(entries, self._targets(entries),
+                                                     strict=True):
                     key, value, headers = encode(entry)
-                    topic = (self.topics.dlq(entry.queue) if entry.kind == "dead"
-                             else self.topics.topic(entry.queue))
                     while True:
                         try:
                             producer.produce(topic, value, key, partition, headers=headers,
@@ -124,14 +123,16 @@ class KafkaPublisher:
                 raise TransportError(f"Kafka refused {len(errors)} of {len(entries)} "
                                      f"messages: {first}")
 
-    def _partitions(self, entries: list[OutboxEntry]) -> list[int]:
-        """Each entry's partition: ``-1`` (the partitioner's choice: the key's partition,
-        or for a dead letter a random one), or for an unkeyed dispatch its place in
-        :func:`spread` over its topic."""
+    def _targets(self, entries: list[OutboxEntry]) -> list[tuple[str, int]]:
+        """Each entry's topic and partition: ``-1`` (the partitioner's choice: the key's
+        partition, or for a dead letter a random one), or for an unkeyed dispatch its
+        place in :func:`spread` over its topic."""
+        topics = [self.topics.dlq(e.queue) if e.kind == "dead" else self.topics.topic(e.queue)
+                  for e in entries]
         unkeyed: dict[str, list[int]] = {}
         for i, entry in enumerate(entries):
             if entry.kind == "dispatch" and entry.key is None:
-                unkeyed.setdefault(self.topics.topic(entry.queue), []).append(i)
+                unkeyed.setdefault(topics[i], []).append(i)
         chosen = [-1] * len(entries)
         for topic, places in unkeyed.items():
             partitions = self.topics.partition_count(topic)
@@ -142,7 +143,7 @@ class KafkaPublisher:
             for place, partition in zip(places, assigned, strict=True):
                 chosen[place] = partition
             self._next_partition[topic] = assigned[-1] + 1
-        return chosen
+        return list(zip(topics, chosen, strict=True))
 
     def close(self) -> None:
         with self._lock:
