@@ -63,7 +63,7 @@ class TransportStats:
         rows. Found through the ready index and two small tables. :meth:`Store.stats`
         read every operation finished in the last five minutes for the names (130 ms of
         PostgreSQL after 120k of them, every pass of the relay's maintenance). Gone
-        workers are not asked for: their rows are kept, and grow with every restart."""
+        workers are not asked for: their rows stay for ``gone_worker_retention_s`` (a day)."""
         waiting = await self._store.ready_depths(1)
         workers = await self._store.list_workers()
         return sorted({*waiting, *pending, *(q for w in workers for q in w.queues)})
