@@ -14,7 +14,10 @@ Guarantees (with :class:`conveyor.store.base.OutboxStore`):
   :class:`~conveyor.store.base.OutboxSignal`, PostgreSQL ``LISTEN/NOTIFY``), when the
   earliest delayed row falls due, and at the latest after ``poll_s``. A missed wake-up
   (a dropped listening connection) delays publication by at most ``poll_s``; a store
-  without the signal is simply polled every ``poll_s``.
+  without the signal is simply polled every ``poll_s``. Inside the process that submits
+  (``conveyor api --relay``), :meth:`Relay.wake` is called after each durable insert: the
+  relay claims those rows without waiting for the notification (a hop through the
+  database and a wake-up of its listening connection).
 * Its own deletions do not slow it down: on a store with
   :class:`~conveyor.store.base.OutboxCompaction` (PostgreSQL), once it has caught up
   after publishing ``compact_after_rows`` rows or more, it has the store reclaim them,
@@ -72,9 +75,18 @@ class Relay:
         self.published = 0
         self.batches = 0
         self.compactions = 0
+        self._woken = asyncio.Event()
+        """Rows were committed in this process since the last claim began (:meth:`wake`)."""
+
+    def wake(self) -> None:
+        """Rows were just committed in this process (a submission): claim them now, without
+        waiting for the store's signal. Only a shortcut: a missed call delays nothing
+        beyond what the signal and ``poll_s`` already bound."""
+        self._woken.set()
 
     async def run_once(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
+        self._woken.clear()  # the claim sees every row committed before it
         entries = await self._outbox.claim_outbox(self._batch, self._lease_s)
         if entries:
             await self._publisher.publish(entries)
@@ -117,8 +129,9 @@ class Relay:
         return self._poll_s if due_s is None else min(self._poll_s, max(due_s, 0.001))
 
     async def _wait(self, stopping: asyncio.Event, timeout_s: float) -> None:
-        """Until ``stopping``, a wake-up from the store's signal, or ``timeout_s``."""
-        wakeups: list[Awaitable[object]] = [stopping.wait()]
+        """Until ``stopping``, a :meth:`wake`, a wake-up from the store's signal, or
+        ``timeout_s``."""
+        wakeups: list[Awaitable[object]] = [stopping.wait(), self._woken.wait()]
         if self._signal is not None:
             wakeups.append(self._signal.wait_outbox(timeout_s))
         await first_of(wakeups, timeout_s)

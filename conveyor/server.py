@@ -102,8 +102,12 @@ async def run(
         workers.append(Worker(config, store, transport, registry, metrics=metrics,
                               tracing=tracing))
 
+    relays: list[Relay] = []
+
     async def on_submit(jobs: Sequence[NewJob]) -> None:
         metrics.count_submitted(jobs)
+        for r in relays:  # this process's relay publishes its own submissions at once
+            r.wake()
         if transport is not None:
             await transport.wake()
 
@@ -125,7 +129,6 @@ async def run(
                                     config.metrics_port))
     for server in servers:
         tasks.append(asyncio.create_task(server.serve()))
-    relays: list[Relay] = []
     if relay:
         relays.append(make_relay(config, store, metrics, kafka_client))
         tasks.append(asyncio.create_task(relays[0].run(stop)))

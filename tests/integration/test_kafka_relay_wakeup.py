@@ -2,7 +2,8 @@
 its poll: with the fallback poll set to seconds, a submission is published within
 milliseconds, a delayed row at its due time (never before), and after its listening
 connection is killed the relay still publishes (within the fallback poll) and listens
-again."""
+again. The relay inside the API (``conveyor api --relay``) is woken by the API's own
+submissions, without the notification."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ import contextlib
 import time
 from collections.abc import Sequence
 
+import httpx
 import psycopg
 import pytest
 
+from conveyor.config import load_config
 from conveyor.model import Outcome
 from conveyor.relay import Relay
+from conveyor.server import run
 from conveyor.store.base import OutboxEntry
 from conveyor.store.postgres import PostgresStore
 from conveyor.testing.contract_support import insert, job, op, operations
 from conveyor.transport.kafka import KafkaPublisher, KafkaSettings, KafkaTransport, Topics
 from tests.support.kafka import settings
 from tests.support.pg_fixtures import outbox_store, pg_database, pg_store, pg_url
+from tests.support.processes import free_port
 
 __all__ = ["outbox_store", "pg_database", "pg_store", "pg_url"]
 
@@ -182,3 +187,72 @@ async def test_a_killed_listening_connection_costs_at_most_the_fallback_poll(
     finally:
         with contextlib.suppress(Exception):
             await running.stop()
+
+
+async def _outbox_rows(url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        [count] = await (await conn.execute("SELECT count(*) FROM outbox")).fetchone()
+        return int(count)
+
+
+async def test_the_api_relay_publishes_its_own_submissions_without_the_notification(
+        pg_url: str, kafka: KafkaSettings) -> None:
+    """``conveyor api --relay`` with the outbox's NOTIFY trigger disabled and a fallback
+    poll of 30 s: each submission over HTTP is published (its outbox row deleted) within
+    a second, because the API wakes its relay once the insert is durable; and the
+    messages are in Kafka."""
+    poll_s = 30.0
+    migrated = PostgresStore(pg_url)
+    await migrated.migrate()
+    await migrated.close()
+    port = free_port()
+    config = load_config({
+        "store": pg_url, "port": port, "transport": "kafka",
+        "kafka_bootstrap": kafka.bootstrap, "kafka_partitions": kafka.partitions,
+        "kafka_topic_prefix": kafka.topic_prefix, "relay_in_process": True,
+        "relay_poll_s": poll_s}, environ={})
+    server = asyncio.create_task(run(config, api=True, worker=False, handle_signals=False))
+    store = PostgresStore(pg_url)
+    await store.open()
+    transport = KafkaTransport(store, kafka)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 30
+            while True:  # ready once the API enabled the outbox (its triggers)
+                assert not server.done(), server
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/health/ready")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the API never became ready"
+                await asyncio.sleep(0.1)
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+                await conn.execute("ALTER TABLE outbox DISABLE TRIGGER outbox_notify")
+            await asyncio.sleep(0.5)  # the relay's start-up claim is over: it waits
+            ids, latencies_s = [], []
+            for _ in range(4):  # the first creates the topic: it may take seconds
+                before = time.monotonic()
+                answer = await http.post("/v1/jobs", json={"task": "sys.noop"})
+                assert answer.status_code == 202, answer.text
+                ids.append(answer.json()["operations"][0]["id"])
+                while await _outbox_rows(pg_url):
+                    assert time.monotonic() - before < 10, "not published: waiting for the poll"
+                    await asyncio.sleep(0.01)
+                latencies_s.append(time.monotonic() - before)
+                await asyncio.sleep(0.3)
+        print(f"\nsubmit -> published (no NOTIFY): {[round(x * 1000, 1) for x in latencies_s]} ms")
+        assert max(latencies_s[1:]) < 1.0, latencies_s
+        await transport.start(["default"], "w1")
+        got: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(ids) and time.monotonic() < deadline:
+            claims = await transport.receive(10, 30.0, 0.5)
+            await store.complete_many([Outcome.succeeded(c, None) for c in claims])
+            await transport.ack(claims)
+            got.extend(c.op_id for c in claims)
+        assert sorted(got) == sorted(ids)
+    finally:
+        await transport.close()
+        await store.close()
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server

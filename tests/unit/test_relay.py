@@ -149,6 +149,44 @@ async def test_an_idle_relay_wakes_on_new_rows_and_when_a_delayed_row_falls_due(
         await store.close()
 
 
+class SubmittingPublisher(FakePublisher):
+    """While its first batch is being published, a submission commits a row and wakes the
+    relay, as ``conveyor api --relay`` does after each insert."""
+
+    def __init__(self, outbox: FakeOutbox, relay: Callable[[], Relay]) -> None:
+        super().__init__()
+        self.outbox = outbox
+        self.relay = relay
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        await super().publish(entries)
+        if len(self.published) == 1:
+            self.outbox.add(1)
+            self.relay().wake()
+
+
+async def test_a_wake_publishes_at_once_even_during_a_batch_without_a_signal() -> None:
+    """A store without a signal and a 30 s fallback poll: rows committed in-process are
+    published at once after :meth:`Relay.wake`, also when the wake comes while a batch is
+    being published (the claim that follows sees the row)."""
+    outbox = FakeOutbox(0)
+    relay: Relay | None = None
+    publisher = SubmittingPublisher(outbox, lambda: relay)  # type: ignore[arg-type,return-value]
+    relay = Relay(outbox, publisher, poll_s=30.0)  # type: ignore[arg-type]
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    try:
+        await asyncio.sleep(0.1)  # idle, in a 30 s wait
+        outbox.add(1)
+        relay.wake()
+        await until(lambda: publisher.published == ["op1", "op2"],
+                    "both published without waiting for the poll")
+        assert outbox.rows == {}
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+
+
 async def until(condition: Callable[[], bool], what: str) -> None:
     async def probe() -> bool:
         return condition()
