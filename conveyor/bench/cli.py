@@ -93,7 +93,8 @@ def _event_loop_runner() -> asyncio.Runner:
 def make_target(*, url: str | None, tier: str, store: str | None,
                 kafka_bootstrap: str | None, processes: int, concurrency: int,
                 sqlite_synchronous: str, workdir: Path, profile: Path | None,
-                server_pid: int | None, workers: int | None = None) -> Target:
+                server_pid: int | None, workers: int | None = None,
+                relay: str = "api") -> Target:
     if url:
         loopback_target(url)
         return ExternalTarget(url, processes, server_pid=server_pid)
@@ -106,7 +107,7 @@ def make_target(*, url: str | None, tier: str, store: str | None,
                             **common)
     if tier == "kafka":
         return KafkaTier(store or "", workdir, processes, concurrency, workers=workers,
-                         kafka_bootstrap=kafka_bootstrap, **common)
+                         kafka_bootstrap=kafka_bootstrap, relay=relay, **common)
     raise TierError(f"unknown tier {tier!r}: embedded, postgres or kafka")
 
 
@@ -227,6 +228,9 @@ def bench(
         "--workers", min=1, help="Postgres and kafka tiers: worker processes to start "
                                  "(default 1; the pool's --processes are shared out "
                                  "among them)")] = None,
+    relay: Annotated[str, typer.Option(
+        "--relay", help="Kafka tier: run the outbox relay inside the API process (api) or "
+                        "as its own process (separate)")] = "api",
     sqlite_synchronous: Annotated[str, typer.Option(
         "--sqlite-synchronous", help="Embedded tier: FULL (fsync per commit) or NORMAL")
     ] = "FULL",
@@ -275,7 +279,7 @@ def bench(
                                  concurrency=concurrency,
                                  sqlite_synchronous=sqlite_synchronous, workdir=work,
                                  profile=profile.resolve() if profile else None,
-                                 server_pid=server_pid, workers=workers)
+                                 server_pid=server_pid, workers=workers, relay=relay)
         except (TierError, LoadError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None

@@ -318,10 +318,13 @@ class PostgresTier(_ManagedTier):
     def _transport_flags(self) -> list[str]:
         return []
 
+    def _api_flags(self) -> list[str]:
+        return []
+
     def start(self, *, workers: bool = True) -> None:
         self._migrate(self.store)
         api = self._spawn("api", "api", "--store", self.store, "--port", str(self.port),
-                          *self._transport_flags())
+                          *self._transport_flags(), *self._api_flags())
         wait_ready(self.url, [api])
         if workers:
             self.start_workers()
@@ -350,29 +353,44 @@ class PostgresTier(_ManagedTier):
                               "synchronous_commit on by default: each commit is flushed)"}
 
 
+RELAY_PLACES = ("api", "separate")
+"""Where the Kafka tier's relay runs: inside the API process (``conveyor api --relay``),
+or as its own ``conveyor relay``."""
+
+
 class KafkaTier(PostgresTier):
-    """API + worker + relay with ``--transport kafka`` (PostgreSQL stays the store)."""
+    """API + worker + relay with ``--transport kafka`` (PostgreSQL stays the store); the
+    relay inside the API process (``relay="api"``) or a process of its own."""
 
     name = "kafka"
 
     def __init__(self, store: str, workdir: Path, processes: int, concurrency: int,
-                 kafka_bootstrap: str | None = None, **kw: Any) -> None:
+                 kafka_bootstrap: str | None = None, relay: str = "api", **kw: Any) -> None:
         if not kafka_bootstrap:
             raise TierError("--tier kafka needs --kafka-bootstrap host:port")
+        if relay not in RELAY_PLACES:
+            raise TierError(f"--relay {relay!r}: one of {', '.join(RELAY_PLACES)}")
         self.kafka_bootstrap = kafka_bootstrap
+        self.relay = relay
         super().__init__(store, workdir, processes, concurrency, **kw)
 
     def _transport_flags(self) -> list[str]:
         return ["--transport", "kafka", "--kafka-bootstrap", self.kafka_bootstrap]
 
+    def _api_flags(self) -> list[str]:
+        return ["--relay"] if self.relay == "api" else []
+
     def start(self, *, workers: bool = True) -> None:
         super().start(workers=False)
-        self._spawn("relay", "relay", "--store", self.store, *self._transport_flags())
+        if self.relay == "separate":
+            self._spawn("relay", "relay", "--store", self.store, *self._transport_flags())
         if workers:
             self.start_workers()
 
     def groups(self) -> dict[str, RootsFn]:
-        groups = {**super().groups(), "relay": self._pid_of("relay")}
+        groups = super().groups()
+        if self.relay == "separate":
+            groups["relay"] = self._pid_of("relay")
         first = self.kafka_bootstrap.split(",")[0].strip()
         host, _, port = first.rpartition(":")
         if host.strip("[]") in ("127.0.0.1", "localhost", "::1", "") and port.isdigit():
@@ -380,6 +398,6 @@ class KafkaTier(PostgresTier):
         return groups
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "tier": self.name,
+        return {**super().describe(), "tier": self.name, "relay": self.relay,
                 "durability": "PostgreSQL commits (outbox) + Kafka acks=all, idempotent "
                               "producer, offsets committed after outcomes are durable"}

@@ -68,6 +68,8 @@ def test_bench_b1_b2_and_b3_on_embedded(tmp_path: Path) -> None:
     (["-w", "b3,b2", "--rate", "half-b2"], "needs b2 before b3"),
     (["-w", "b3", "--rate", "fast"], "not 'fast'"),
     (["-w", "b3", "--rate", "0.5"], "at least 1 arrival"),
+    (["--tier", "kafka", "--store", "postgresql://127.0.0.1:1/x", "--kafka-bootstrap",
+      "127.0.0.1:1", "--relay", "both"], "--relay 'both': one of api, separate"),
 ])
 def test_bench_rejects_a_rate_it_cannot_follow(tmp_path: Path, args: list[str],
                                                message: str) -> None:

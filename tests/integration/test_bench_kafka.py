@@ -1,7 +1,9 @@
 """``conveyor bench --tier kafka`` end to end: API, relay and worker on PostgreSQL and a
-real broker; a small B1 drain and B4 run whose figures must be sane (CPU split includes
-the relay and the broker; B4 says where the pool processes' time went). Two worker
-processes share the consumer group and the pool's two processes."""
+real broker. With the relay a process of its own (``--relay separate``), a small B1 drain
+and B4 run whose figures must be sane (CPU split includes the relay and the broker; B4
+says where the pool processes' time went), two worker processes sharing the consumer
+group and the pool's two processes. With the relay inside the API (the default), a small
+B1 drain: the API's CPU is the relay's too."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     url = create_database("conveyor_bench_kafka")
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "kafka", "--store", url,
-           "--kafka-bootstrap", address, "--workloads", "b1,b4", "--ops", str(N_OPS),
+           "--kafka-bootstrap", address, "--relay", "separate",
+           "--workloads", "b1,b4", "--ops", str(N_OPS),
            "--cpu-ops", str(N_CPU_OPS), "--cpu-ms", "5",
            "--processes", "2", "--workers", "2", "--deadline", "90",
            "--workdir", str(tmp_path / "work"),
@@ -42,6 +45,8 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["target"]["tier"] == "kafka"
     assert report["target"]["workers"] == 2
+    assert report["target"]["relay"] == "separate"
+    assert any((tmp_path / "work").glob("*-relay.log")), "the relay ran as its own process"
     logs = sorted(p.name for p in (tmp_path / "work").glob("*-worker-*.log"))
     assert sorted({name.split("-", 1)[1] for name in logs}) == [
         "worker-1.log", "worker-2.log"], logs  # per workload started (b1, b4)
@@ -63,3 +68,31 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     assert pool["busy_s"] > 0
     shares = pool["busy_share"] + pool["runqueue_share"] + pool["idle_share"]
     assert shares == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.timeout(120)
+def test_bench_runs_the_relay_inside_the_api_by_default(tmp_path: Path) -> None:
+    address = bootstrap()
+    url = create_database("conveyor_bench_kafka_api_relay")
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "kafka", "--store", url,
+           "--kafka-bootstrap", address, "--workloads", "b1", "--ops", "500",
+           "--processes", "1", "--deadline", "60", "--workdir", str(tmp_path / "work"),
+           "--out", str(out), "--quiet"]
+    env = {**os.environ, "CONVEYOR_KAFKA_TOPIC_PREFIX": unique_prefix("bench"),
+           "CONVEYOR_KAFKA_PARTITIONS": "2"}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path,
+                              env=env)
+    finally:
+        drop_database(url)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+    assert report["target"]["relay"] == "api"
+    work = tmp_path / "work"
+    assert not any(work.glob("*-relay.log")), "no relay process of its own"
+    [api_log] = work.glob("*-api.log")
+    assert "relay to Kafka" in api_log.read_text()
+    b1 = report["results"]["b1"]
+    assert b1["ops"] == 500 and b1["outcomes"] == {"succeeded": 500}
+    assert "relay" not in b1["cpu"] and b1["load"]["cpu"]["api"]["cpu_s"] > 0
