@@ -191,8 +191,9 @@ async def test_a_killed_listening_connection_costs_at_most_the_fallback_poll(
 
 async def _outbox_rows(url: str) -> int:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        [count] = await (await conn.execute("SELECT count(*) FROM outbox")).fetchone()
-        return int(count)
+        row = await (await conn.execute("SELECT count(*) FROM outbox")).fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 async def test_the_api_relay_publishes_its_own_submissions_without_the_notification(
