@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,27 +23,34 @@ N_OPS = 1000
 N_CPU_OPS = 100
 
 
-@pytest.mark.timeout(180)
-def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
-    address = bootstrap()
-    url = create_database("conveyor_bench_kafka")
+def run_bench(tmp_path: Path, database: str, partitions: int, *args: str,
+              timeout_s: float) -> dict[str, Any]:
+    """``conveyor bench --tier kafka`` with ``args`` on a fresh database (dropped after),
+    fresh topics of ``partitions``, its servers' logs under ``tmp_path / "work"``; the
+    report, once it exited 0."""
+    url = create_database(database)
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "kafka", "--store", url,
-           "--kafka-bootstrap", address, "--relay", "separate",
-           "--workloads", "b1,b4", "--ops", str(N_OPS),
-           "--cpu-ops", str(N_CPU_OPS), "--cpu-ms", "5",
-           "--processes", "2", "--workers", "2", "--deadline", "90",
-           "--workdir", str(tmp_path / "work"),
+           "--kafka-bootstrap", bootstrap(), *args, "--workdir", str(tmp_path / "work"),
            "--out", str(out), "--quiet"]
     env = {**os.environ, "CONVEYOR_KAFKA_TOPIC_PREFIX": unique_prefix("bench"),
-           "CONVEYOR_KAFKA_PARTITIONS": "4"}
+           "CONVEYOR_KAFKA_PARTITIONS": str(partitions)}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=tmp_path,
-                              env=env)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              cwd=tmp_path, env=env)
     finally:
         drop_database(url)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+@pytest.mark.timeout(180)
+def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
+    report = run_bench(tmp_path, "conveyor_bench_kafka", 4, "--relay", "separate",
+                       "--workloads", "b1,b4", "--ops", str(N_OPS),
+                       "--cpu-ops", str(N_CPU_OPS), "--cpu-ms", "5", "--processes", "2",
+                       "--workers", "2", "--deadline", "90", timeout_s=170)
     assert report["target"]["tier"] == "kafka"
     assert report["target"]["workers"] == 2
     assert report["target"]["relay"] == "separate"
@@ -72,22 +80,9 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_bench_runs_the_relay_inside_the_api_by_default(tmp_path: Path) -> None:
-    address = bootstrap()
-    url = create_database("conveyor_bench_kafka_api_relay")
-    out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "kafka", "--store", url,
-           "--kafka-bootstrap", address, "--workloads", "b1", "--ops", "500",
-           "--processes", "1", "--deadline", "60", "--workdir", str(tmp_path / "work"),
-           "--out", str(out), "--quiet"]
-    env = {**os.environ, "CONVEYOR_KAFKA_TOPIC_PREFIX": unique_prefix("bench"),
-           "CONVEYOR_KAFKA_PARTITIONS": "2"}
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path,
-                              env=env)
-    finally:
-        drop_database(url)
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    report = json.loads(out.read_text())
+    report = run_bench(tmp_path, "conveyor_bench_kafka_api_relay", 2, "--workloads", "b1",
+                       "--ops", "500", "--processes", "1", "--deadline", "60",
+                       timeout_s=110)
     assert report["target"]["relay"] == "api"
     work = tmp_path / "work"
     assert not any(work.glob("*-relay.log")), "no relay process of its own"
