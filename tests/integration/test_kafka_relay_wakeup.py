@@ -197,15 +197,13 @@ async def _outbox_rows(url: str) -> int:
 
 
 async def test_the_api_relay_publishes_its_own_submissions_without_the_notification(
-        pg_url: str, kafka: KafkaSettings) -> None:
+        store: PostgresStore, kafka: KafkaSettings) -> None:
     """``conveyor api --relay`` with the outbox's NOTIFY trigger disabled and a fallback
     poll of 30 s: each submission over HTTP is published (its outbox row deleted) within
     a second, because the API wakes its relay once the insert is durable; and the
     messages are in Kafka."""
     poll_s = 30.0
-    migrated = PostgresStore(pg_url)
-    await migrated.migrate()
-    await migrated.close()
+    pg_url = store.url
     port = free_port()
     config = load_config({
         "store": pg_url, "port": port, "transport": "kafka",
@@ -213,13 +211,11 @@ async def test_the_api_relay_publishes_its_own_submissions_without_the_notificat
         "kafka_topic_prefix": kafka.topic_prefix, "relay_in_process": True,
         "relay_poll_s": poll_s}, environ={})
     server = asyncio.create_task(run(config, api=True, worker=False, handle_signals=False))
-    store = PostgresStore(pg_url)
-    await store.open()
     transport = KafkaTransport(store, kafka)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             deadline = time.monotonic() + 30
-            while True:  # ready once the API enabled the outbox (its triggers)
+            while True:
                 assert not server.done(), server
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get("/health/ready")).status_code == 200:
@@ -253,7 +249,6 @@ async def test_the_api_relay_publishes_its_own_submissions_without_the_notificat
         assert sorted(got) == sorted(ids)
     finally:
         await transport.close()
-        await store.close()
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
