@@ -50,12 +50,15 @@ class Topics:
     def dlq(self, queue: str) -> str:
         return dlq_topic_name(self.prefix, queue)
 
+    def _both(self, queues: Sequence[str]) -> list[str]:
+        """Each queue's topic and dead-letter topic."""
+        return [t for q in queues for t in (self.topic(q), self.dlq(q))]
+
     def ensure(self, queues: Sequence[str]) -> None:
         """Make sure every queue's topic and dead-letter topic exist (idempotent, safe
         from several processes at once). Raises :class:`TransportError`."""
-        wanted = [t for q in queues for t in (self.topic(q), self.dlq(q))]
         with self._lock:
-            missing = [t for t in wanted if t not in self._counts]
+            missing = [t for t in self._both(queues) if t not in self._counts]
             if missing:
                 try:
                     self._ensure(missing)
@@ -73,7 +76,7 @@ class Topics:
             if queues is None:
                 self._counts.clear()
             else:
-                for topic in [t for q in queues for t in (self.topic(q), self.dlq(q))]:
+                for topic in self._both(queues):
                     self._counts.pop(topic, None)
 
     def check_reachable(self, timeout_s: float) -> None:
