@@ -111,7 +111,8 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
                 f"p99.9 {_fmt(s['p999'], 1)}; to finish p50 {_fmt(f['p50'], 1)} / "
                 f"p99 {_fmt(f['p99'], 1)} / p99.9 {_fmt(f['p999'], 1)}; submit p99 "
                 f"{_fmt(sub['p99'], 1)} ms" + (" (generator saturated)"
-                                                if result.get("generator_saturated") else ""))
+                                                if result.get("generator_saturated") else "")
+                + _parts(result.get("enqueue_to_start_parts_ms")))
     if w == "b4":
         return (f"{result['efficiency'] * 100:.1f} % efficient",
                 f"{_fmt(result['ops_per_s'], 1)} ops/s of {_fmt(result['ideal_ops_per_s'])} "
@@ -128,6 +129,15 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
                 + ("flat" if result.get("flat") else "[red]not flat[/]")
                 + f", limit {result['flat_pct']:g} %)")
     return "", ""
+
+
+def _parts(parts: dict[str, Any] | None) -> str:
+    """B3 on a log: the two parts of the wait to start (see :mod:`.log_stages`)."""
+    if not parts or not parts["to_log"]["count"]:
+        return ""
+    log, start = parts["to_log"], parts["log_to_start"]
+    return (f"; to the log p50 {_fmt(log['p50'], 1)} / p99 {_fmt(log['p99'], 1)}, "
+            f"log to start p50 {_fmt(start['p50'], 1)} / p99 {_fmt(start['p99'], 1)} ms")
 
 
 def results_table(report: dict[str, Any]) -> Table:

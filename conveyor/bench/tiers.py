@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..config import kafka_client_options, load_config
+from ..transport.kafka.client import KafkaClient
+from ..transport.kafka.messages import topic_name
 from .procstat import Listener
 
 RootsFn = Callable[[], list[int]]
@@ -152,6 +155,11 @@ class Target:
         return None
 
     def stop(self) -> None:
+        return None
+
+    def log_of(self, queue: str) -> tuple[dict[str, Any], str] | None:
+        """Where ``queue``'s messages can be read back (Kafka client settings and topic),
+        for a target that carries them over a log; ``None`` otherwise."""
         return None
 
     def groups(self) -> dict[str, RootsFn]:
@@ -386,6 +394,12 @@ class KafkaTier(PostgresTier):
             self._spawn("relay", "relay", "--store", self.store, *self._transport_flags())
         if workers:
             self.start_workers()
+
+    def log_of(self, queue: str) -> tuple[dict[str, Any], str]:
+        """The topic the tier's servers use for ``queue`` (their environment's prefix)."""
+        config = load_config(environ=self.env)
+        client = KafkaClient(self.kafka_bootstrap, kafka_client_options(config))
+        return client.settings(), topic_name(config.kafka_topic_prefix, queue)
 
     def groups(self) -> dict[str, RootsFn]:
         groups = super().groups()

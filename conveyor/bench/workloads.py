@@ -29,6 +29,7 @@ from .control import (
     wait_published,
 )
 from .http import HttpPool, LoadError, job_id_of
+from .log_stages import publish_times, split
 from .stats import rate, summarize_ms
 
 B3_WARMUP_JOBS = 20
@@ -356,6 +357,12 @@ async def b3(bench: Bench) -> dict[str, Any]:
     to_start = [x["started_at"] - x["created_at"] for x in ops if x.get("started_at")]
     to_finish = [x["finished_at"] - x["created_at"] for x in ops if x.get("finished_at")]
     lag = result["generator_lag_ms"]
+    log = bench.target.log_of(str(ops[0].get("queue", "default"))) if ops else None
+    stages = None
+    if log is not None:
+        published = await asyncio.to_thread(publish_times, *log, start - 1.0,
+                                            {str(x.get("id")) for x in ops})
+        stages = split(ops, published)
     return {
         "workload": "b3", "title": "B3 open loop", "task": "sys.noop",
         "rate_per_s": rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
@@ -364,6 +371,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
         "sampled_ops": len(ops),
         "enqueue_to_start_ms": summarize_ms(to_start),
         "enqueue_to_finish_ms": summarize_ms(to_finish),
+        **({"enqueue_to_start_parts_ms": stages} if stages is not None else {}),
         "generator_saturated": bool(lag.get("p99") and lag["p99"] > 10.0),
         "cpu": cpu_report(bench.sampler, start, end, result["ok"]),
         "rss_mib": bench.sampler.rss_window(start, end),

@@ -91,3 +91,22 @@ def test_bench_runs_the_relay_inside_the_api_by_default(tmp_path: Path) -> None:
     b1 = report["results"]["b1"]
     assert b1["ops"] == 500 and b1["outcomes"] == {"succeeded": 500}
     assert "relay" not in b1["cpu"] and b1["load"]["cpu"]["api"]["cpu_s"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_b3_on_the_kafka_tier_splits_the_wait_at_the_log(tmp_path: Path) -> None:
+    """Each sampled operation's message is read back from its topic: its timestamp
+    splits the wait into the part before the log and the part after, which add up to
+    the whole wait (to within the timestamp's millisecond)."""
+    report = run_bench(tmp_path, "conveyor_bench_kafka_b3", 2, "--workloads", "b3",
+                       "--rate", "200", "--rate-duration", "2", "--processes", "1",
+                       "--deadline", "60", timeout_s=110)
+    b3 = report["results"]["b3"]
+    assert "error" not in b3, b3
+    start = b3["enqueue_to_start_ms"]
+    parts = b3["enqueue_to_start_parts_ms"]
+    assert start["count"] == b3["sampled_ops"] > 0
+    assert parts["to_log"]["count"] == parts["log_to_start"]["count"] == start["count"]
+    assert parts["to_log"]["p50"] > 0 and parts["log_to_start"]["p50"] > 0
+    whole = parts["to_log"]["mean"] + parts["log_to_start"]["mean"]
+    assert start["mean"] <= whole + 0.01 and whole <= start["mean"] + 1.0
