@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -90,6 +91,19 @@ def _event_loop_runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
+SIGTERM_EXIT = 143
+"""Exit status of a run ended by SIGTERM (128 + 15, as the shell reports it)."""
+
+
+def _cancel_on_sigterm() -> None:
+    """From within the benchmark's task: SIGTERM cancels it, so each workload stops the
+    servers it started on the way out (by default SIGTERM ends the benchmark alone, and
+    they run on)."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 def make_target(*, url: str | None, tier: str, store: str | None,
                 kafka_bootstrap: str | None, processes: int, concurrency: int,
                 sqlite_synchronous: str, workdir: Path, profile: Path | None,
@@ -116,6 +130,7 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
                     store_url: str | None, workdir: Path,
                     sqlite_synchronous: str = "FULL") -> bool:
     """Run every selected workload (and ceiling) into ``report``; False if any failed."""
+    _cancel_on_sigterm()
     groups = {**target.groups(), "generator": lambda: [os.getpid()]}
     sampler = Sampler(groups, interval_s=0.1, pool=groups.get(target.pool_group)).start()
     bench = Bench(target, sampler, options, reporter, report["results"])
@@ -295,6 +310,10 @@ def bench(
                 ok = runner.run(run_bench(target, names, ceiling_names, options, reporter,
                                           report, store_url, work,
                                           sqlite_synchronous.upper()))
+        except asyncio.CancelledError:  # SIGTERM (see _cancel_on_sigterm)
+            err.print("[bold red]stopped by SIGTERM[/]: stopping the servers it started",
+                      highlight=False)
+            raise typer.Exit(SIGTERM_EXIT) from None
         finally:
             target.stop()
         if profile is not None:

@@ -5,10 +5,13 @@ JSON report whose figures must be sane."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,47 @@ def test_bench_b3_measures_after_a_warm_up(tmp_path: Path) -> None:
     start = b3["enqueue_to_start_ms"]
     assert start["count"] == b3["sampled_ops"]
     assert 0 <= start["p50"] <= start["p99"] <= start["max"]
+    assert "enqueue_to_start_parts_ms" not in b3, "no log to split the wait at"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids of processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # ended meanwhile
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_the_bench_and_the_servers_it_started(tmp_path: Path) -> None:
+    """A benchmark ended by SIGTERM (a CI job's timeout, ``timeout(1)``) stops the servers
+    it started instead of leaving them running on the machine."""
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "embedded",
+           "--workloads", "b2", "--duration", "60", "--processes", "1",
+           "--workdir", str(work), "--quiet"]
+    bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not _processes_mentioning(str(work)) or not list(work.glob("*-serve.log")):
+            assert bench.poll() is None, bench.communicate()
+            assert time.monotonic() < deadline, "the bench never started its server"
+            time.sleep(0.2)
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    left = _processes_mentioning(str(work))
+    for pid in left:  # not to leave them running when this fails
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert bench.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr
+    assert left == [], "servers still running after the bench ended"
