@@ -4,9 +4,9 @@ and from the log to the operation's start.
 An operation's enqueue-to-start is ``started_at - created_at``, both from the store. Its
 message carries a third time: its Kafka timestamp, set by the relay's producer when the
 relay handed the message over (``CreateTime``, whole milliseconds). After the open loop,
-:func:`publish_times` reads the queue's topic from the loop's start on (nothing runs
-beside the measured system while it ran) and finds each sampled operation's first message;
-:func:`split` then divides each wait in two:
+:func:`publish_times` reads the queue's topic from the loop's start on and finds each
+sampled operation's first message (afterwards, so the reading takes nothing from the
+system measured); :func:`split` then divides each wait in two:
 
 * **to the log**: the store's insert, the relay's wake-up and claim, up to the produce call;
 * **log to start**: the broker's acknowledgement and fetch, the worker's queue and its lease.

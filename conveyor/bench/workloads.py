@@ -360,9 +360,12 @@ async def b3(bench: Bench) -> dict[str, Any]:
     log = bench.target.log_of(str(ops[0].get("queue", "default"))) if ops else None
     stages = None
     if log is not None:
-        published = await asyncio.to_thread(publish_times, *log, start - 1.0,
-                                            {str(x.get("id")) for x in ops})
-        stages = split(ops, published)
+        try:
+            published = await asyncio.to_thread(publish_times, *log, start - 1.0,
+                                                {str(x.get("id")) for x in ops})
+            stages = split(ops, published)
+        except Exception as exc:  # the split is an extra; B3's own figures stand
+            bench.reporter.note(f"B3: the log could not be read back ({exc})")
     return {
         "workload": "b3", "title": "B3 open loop", "task": "sys.noop",
         "rate_per_s": rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
