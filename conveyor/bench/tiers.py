@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..config import kafka_client_options, load_config
-from ..transport.kafka.client import KafkaClient
+from ..config import load_config
 from ..transport.kafka.messages import topic_name
+from ..wiring import make_kafka_client
 from .procstat import Listener
 
 RootsFn = Callable[[], list[int]]
@@ -397,9 +397,10 @@ class KafkaTier(PostgresTier):
 
     def log_of(self, queue: str) -> tuple[dict[str, Any], str]:
         """The topic the tier's servers use for ``queue`` (their environment's prefix)."""
-        config = load_config(environ=self.env)
-        client = KafkaClient(self.kafka_bootstrap, kafka_client_options(config))
-        return client.settings(), topic_name(config.kafka_topic_prefix, queue)
+        config = load_config({"store": self.store, "transport": "kafka",
+                              "kafka_bootstrap": self.kafka_bootstrap}, environ=self.env)
+        return make_kafka_client(config).settings(), topic_name(config.kafka_topic_prefix,
+                                                                 queue)
 
     def groups(self) -> dict[str, RootsFn]:
         groups = super().groups()
