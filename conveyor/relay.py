@@ -146,7 +146,9 @@ class Relay:
             while not stopping.is_set():
                 try:
                     n = await self.run_once()
-                    idle_s = await self._idle_s() if n < self._batch else 0.0
+                    # Woken during the batch: claim again at once, no wait to work out.
+                    idle = n < self._batch and not self._woken.is_set()
+                    idle_s = await self._idle_s() if idle else 0.0
                     backoff_s = 0.2
                 except (StoreUnavailable, TransportError) as exc:
                     log.warning("relay: %s; retrying in %.1f s", exc, backoff_s)
