@@ -180,8 +180,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
 
     async def get_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[Job]:
         async def read(conn: Conn) -> list[Job]:
-            found = await fetch(conn, "select_jobs", {"ids": list(ids), "tenant": tenant})
-            return await self._with_operations(conn, found)
+            return await self._with_operations(conn, await _select_jobs(conn, ids, tenant))
 
         return await self._read(read)
 
@@ -245,8 +244,7 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
     # changes by clients ----------------------------------------------------------------
     async def cancel_jobs(self, ids: Sequence[str], tenant: str | None = None) -> list[str]:
         async def cancel(conn: Conn) -> list[str]:
-            found = [str(r["id"]) for r in await fetch(
-                conn, "select_jobs", {"ids": list(ids), "tenant": tenant})]
+            found = [str(r["id"]) for r in await _select_jobs(conn, ids, tenant)]
             if found:
                 params = {"ids": found}
                 cancelled = await fetch(conn, "cancel_waiting", params)
@@ -291,6 +289,13 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
     async def list_workers(self, include_gone: bool = False) -> list[WorkerInfo]:
         found = await self._all("list_workers", {"include_gone": include_gone})
         return [rows.worker_info(r) for r in found]
+
+
+async def _select_jobs(conn: Conn, ids: Sequence[str], tenant: str | None) -> list[Any]:
+    """The rows of the jobs ``ids`` that exist, and belong to ``tenant`` when one is
+    given. The tenant is checked on the rows, not in the statement (see select_jobs)."""
+    found = await fetch(conn, "select_jobs", {"ids": list(ids)})
+    return found if tenant is None else [r for r in found if r["tenant"] == tenant]
 
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "insert_jobs"]
