@@ -108,7 +108,15 @@ def make_target(*, url: str | None, tier: str, store: str | None,
                 kafka_bootstrap: str | None, processes: int, concurrency: int,
                 sqlite_synchronous: str, workdir: Path, profile: Path | None,
                 server_pid: int | None, workers: int | None = None,
-                relay: str = "api") -> Target:
+                relay: str | None = None) -> Target:
+    """The target the options describe; an option that does not apply to it (the
+    tier's own options with ``--url`` or another tier) is refused, not ignored."""
+    started = "a running server (--url)" if url else f"the {tier} tier"
+    if relay is not None and (url or tier != "kafka"):
+        raise TierError(f"--relay applies to the kafka tier only, not to {started}")
+    if workers is not None and (url or tier not in ("postgres", "kafka")):
+        raise TierError(f"--workers applies to the postgres and kafka tiers only, not to "
+                        f"{started}")
     if url:
         loopback_target(url)
         return ExternalTarget(url, processes, server_pid=server_pid)
@@ -121,7 +129,7 @@ def make_target(*, url: str | None, tier: str, store: str | None,
                             **common)
     if tier == "kafka":
         return KafkaTier(store or "", workdir, processes, concurrency, workers=workers,
-                         kafka_bootstrap=kafka_bootstrap, relay=relay, **common)
+                         kafka_bootstrap=kafka_bootstrap, relay=relay or "api", **common)
     raise TierError(f"unknown tier {tier!r}: embedded, postgres or kafka")
 
 
@@ -243,9 +251,9 @@ def bench(
         "--workers", min=1, help="Postgres and kafka tiers: worker processes to start "
                                  "(default 1; the pool's --processes are shared out "
                                  "among them)")] = None,
-    relay: Annotated[str, typer.Option(
-        "--relay", help="Kafka tier: run the outbox relay inside the API process (api) or "
-                        "as its own process (separate)")] = "api",
+    relay: Annotated[str | None, typer.Option(
+        "--relay", help="Kafka tier: run the outbox relay inside the API process (api, "
+                        "the default) or as its own process (separate)")] = None,
     sqlite_synchronous: Annotated[str, typer.Option(
         "--sqlite-synchronous", help="Embedded tier: FULL (fsync per commit) or NORMAL")
     ] = "FULL",

@@ -73,6 +73,12 @@ def test_bench_b1_b2_and_b3_on_embedded(tmp_path: Path) -> None:
     (["-w", "b3", "--rate", "0.5"], "at least 1 arrival"),
     (["--tier", "kafka", "--store", "postgresql://127.0.0.1:1/x", "--kafka-bootstrap",
       "127.0.0.1:1", "--relay", "both"], "--relay 'both': one of api, separate"),
+    (["--relay", "separate"], "--relay applies to the kafka tier only, not to the "
+                              "embedded tier"),
+    (["--tier", "postgres", "--store", "postgresql://127.0.0.1:1/x", "--relay", "api"],
+     "--relay applies to the kafka tier only, not to the postgres tier"),
+    (["--url", "http://127.0.0.1:1", "--workers", "2"],
+     "--workers applies to the postgres and kafka tiers only, not to a running server"),
 ])
 def test_bench_rejects_a_rate_it_cannot_follow(tmp_path: Path, args: list[str],
                                                message: str) -> None:
