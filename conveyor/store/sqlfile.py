@@ -3,6 +3,10 @@
 Adapters keep every statement in such files and look them up by name, so the SQL can be
 read, reviewed and run by hand on its own.
 
+A part several statements share (the same CTEs, say) is written once, as a block whose
+name starts with ``_``: a line ``-- include: _NAME`` in a block stands for its text.
+Such parts are not statements, and are not among the blocks loaded.
+
 A block is loaded without its whole-line comments, under one line naming it (``--
 NAME``, so the server's views of running and past statements still say which it is).
 The comments explain the statements to their readers and are sent for nothing: psycopg
@@ -17,16 +21,27 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(_[A-Za-z0-9_]*)\s*$", re.MULTILINE)
 
 
 def parse_blocks(text: str) -> dict[str, str]:
-    """Split ``text`` into ``{name: sql}``; text before the first name is ignored."""
+    """Split ``text`` into ``{name: sql}``, the shared parts (``_NAME``) written into the
+    blocks that include them and left out; text before the first name is ignored."""
     parts = _NAME.split(text)
-    blocks = {name: f"-- {name}\n{_without_comment_lines(body)}"
-              for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-    if len(blocks) != len(parts[1::2]):
+    bodies = dict(zip(parts[1::2], parts[2::2], strict=True))
+    if len(bodies) != len(parts[1::2]):
         raise ValueError("duplicate query name in SQL file")
-    return blocks
+
+    def include(match: re.Match[str]) -> str:
+        part = match.group(1)
+        if part not in bodies:
+            raise ValueError(f"-- include: {part}: no such part in the SQL file")
+        if _INCLUDE.search(bodies[part]):
+            raise ValueError(f"-- include: {part}: a part does not include another")
+        return bodies[part].strip()
+
+    return {name: f"-- {name}\n{_without_comment_lines(_INCLUDE.sub(include, body))}"
+            for name, body in bodies.items() if not name.startswith("_")}
 
 
 def _without_comment_lines(sql: str) -> str:

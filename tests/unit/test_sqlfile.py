@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
 from conveyor.store.postgres.core import SQL
@@ -32,3 +33,49 @@ def test_every_postgres_statement_fits_psycopgs_cache_of_parsed_statements() -> 
     """psycopg parses the placeholders of a longer statement again on every call."""
     for name, sql in {**SQL, **OUTBOX_SQL, **KEYS_SQL}.items():
         assert len(sql.encode()) <= MAX_CACHED_STATEMENT_LENGTH, name
+
+
+SHARED = """-- name: _counted
+-- A part two statements share.
+counted AS (INSERT INTO totals SELECT count(*) FROM done)
+
+-- name: ended
+WITH done AS (UPDATE ops SET status = 'dead' RETURNING status),
+  -- include: _counted
+SELECT 1;
+
+-- name: cancelled
+WITH done AS (UPDATE ops SET status = 'cancelled' RETURNING status),
+-- include: _counted
+SELECT 2;
+"""
+
+
+def test_a_shared_part_is_written_into_each_block_that_includes_it() -> None:
+    part = "counted AS (INSERT INTO totals SELECT count(*) FROM done)"
+    assert parse_blocks(SHARED) == {
+        "ended": "-- ended\nWITH done AS (UPDATE ops SET status = 'dead' RETURNING status),"
+                 f"\n{part}\nSELECT 1;",
+        "cancelled": "-- cancelled\nWITH done AS (UPDATE ops SET status = 'cancelled' "
+                     f"RETURNING status),\n{part}\nSELECT 2;",
+    }
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("-- name: a\nWITH x AS (1),\n-- include: _missing\nSELECT 1;", "no such part"),
+    ("-- name: _p\n-- include: _q\n-- name: _q\nSELECT 1\n-- name: a\n-- include: _p\n",
+     "a part does not include another"),
+])
+def test_an_include_that_cannot_be_resolved_is_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_blocks(text)
+
+
+def test_the_statements_that_end_operations_share_the_totals_part() -> None:
+    """The running totals and the 5-second finishes are written by one text, so the
+    statements that end operations cannot drift apart."""
+    [part] = {sql[sql.index("counted AS ("):sql.index("SET finished = r.finished")]
+              for name, sql in SQL.items() if "INSERT INTO op_recent" in sql}
+    assert {name for name, sql in SQL.items() if part in sql} == {
+        "complete_many", "release", "rescue_expired", "cancel_waiting"}
+    assert not any(name.startswith("_") for name in SQL)

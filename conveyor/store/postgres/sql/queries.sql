@@ -302,6 +302,26 @@ WHERE o.seq = l.seq AND o.lease_token = l.lease_token
   AND (o.status = 'running') IS TRUE  -- see mark_jobs_running
 RETURNING o.id, o.lease_token, o.cancel_requested;
 
+-- name: _ended_totals
+-- Included by the statements that end operations, after their CTE `done` (one row per
+-- operation changed, with its tenant, queue and new status): those that ended
+-- (succeeded, dead, cancelled) are added to the running totals (`counted`) and to the
+-- finishes of the current 5-second slot (`recent`), under this connection's shard.
+counted AS (  -- the running totals of ended operations (006_op_totals.sql)
+    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
+    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
+    WHERE status IN ('succeeded', 'dead', 'cancelled')
+    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
+recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
+    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
+    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
+           count(*) FILTER (WHERE status = 'dead') FROM done
+    WHERE status IN ('succeeded', 'dead', 'cancelled')
+    GROUP BY tenant, queue ORDER BY tenant, queue
+    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
+    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
+
 -- name: complete_many
 -- Every outcome of a batch in one fenced statement: a row changes only while its lease
 -- (same token, still running) is held. A retry of an operation whose job was cancelled
@@ -357,20 +377,6 @@ WHERE o.seq = v.seq AND o.lease_token = v.lease_token
   AND NOT (SELECT multi FROM batch)
 RETURNING o.id, v.lease_token, o.job_id, o.queue, o.key, v.kind, o.status, o.job_ops,
           o.tenant),
-counted AS (  -- the running totals of ended operations (006_op_totals.sql)
-    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
-    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
-    WHERE status IN ('succeeded', 'dead', 'cancelled')
-    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
-recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
-    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
-    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
-           count(*) FILTER (WHERE status = 'dead') FROM done
-    WHERE status IN ('succeeded', 'dead', 'cancelled')
-    GROUP BY tenant, queue ORDER BY tenant, queue
-    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
-    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed),
 ended AS (
     UPDATE jobs SET status = single.job_status
     FROM done
@@ -380,7 +386,8 @@ ended AS (
       AND done.job_ops = 1 AND jobs.status <> single.job_status),
 notified AS (
     SELECT count(pg_notify('conveyor_ready', q.queue)) AS n
-    FROM (SELECT DISTINCT queue FROM done WHERE key IS NOT NULL OR kind = 'retry') AS q)
+    FROM (SELECT DISTINCT queue FROM done WHERE key IS NOT NULL OR kind = 'retry') AS q),
+-- include: _ended_totals
 SELECT d.id, d.lease_token, d.job_id, d.queue, d.key, d.kind, d.status, d.job_ops, b.multi
 FROM batch b CROSS JOIN notified LEFT JOIN done d ON true;
 
@@ -395,20 +402,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
 WHERE id = %(op_id)s AND lease_token = %(lease_token)s
   AND (status = 'running') IS TRUE  -- see mark_jobs_running
 RETURNING job_id, queue, status, tenant),
-counted AS (  -- the running totals of ended operations (006_op_totals.sql)
-    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
-    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
-    WHERE status = 'cancelled'
-    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
-recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
-    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
-    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
-           count(*) FILTER (WHERE status = 'dead') FROM done
-    WHERE status = 'cancelled'
-    GROUP BY tenant, queue ORDER BY tenant, queue
-    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
-    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
+-- include: _ended_totals
 SELECT job_id, queue FROM done;
 
 -- name: rescue_expired
@@ -437,20 +431,7 @@ SET status = CASE WHEN o.cancel_requested THEN 'cancelled'
 FROM expired
 WHERE o.seq = expired.seq AND o.status = 'running' AND o.lease_expires_at < now()
 RETURNING o.id, o.job_id, o.queue, o.status, o.tenant),
-counted AS (  -- the running totals of ended operations (006_op_totals.sql)
-    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
-    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
-    WHERE status IN ('dead', 'cancelled')
-    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
-recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
-    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
-    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
-           count(*) FILTER (WHERE status = 'dead') FROM done
-    WHERE status IN ('dead', 'cancelled')
-    GROUP BY tenant, queue ORDER BY tenant, queue
-    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
-    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
+-- include: _ended_totals
 SELECT id, job_id, queue FROM done;
 
 -- name: cancel_waiting
@@ -459,18 +440,7 @@ WITH done AS (
 UPDATE operations SET status = 'cancelled', finished_at = now()
 WHERE job_id = ANY(%(ids)s::text[]) AND status IN ('scheduled', 'queued', 'retrying')
 RETURNING queue, status, tenant),
-counted AS (  -- the running totals of ended operations (006_op_totals.sql)
-    INSERT INTO op_totals AS t (tenant, queue, status, shard, n)
-    SELECT tenant, queue, status, pg_backend_pid(), count(*) FROM done
-    GROUP BY tenant, queue, status ORDER BY tenant, queue, status
-    ON CONFLICT (tenant, queue, status, shard) DO UPDATE SET n = t.n + excluded.n),
-recent AS (  -- finishes per 5-second slot, for the rates (007_op_recent.sql)
-    INSERT INTO op_recent AS r (tenant, queue, slot, shard, finished, failed)
-    SELECT tenant, queue, conveyor_slot(now()), pg_backend_pid(), count(*),
-           count(*) FILTER (WHERE status = 'dead') FROM done
-    GROUP BY tenant, queue ORDER BY tenant, queue
-    ON CONFLICT (tenant, queue, slot, shard) DO UPDATE
-    SET finished = r.finished + excluded.finished, failed = r.failed + excluded.failed)
+-- include: _ended_totals
 SELECT queue FROM done;
 
 -- name: cancel_running
