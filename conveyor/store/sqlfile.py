@@ -38,7 +38,7 @@ def parse_blocks(text: str) -> dict[str, str]:
             raise ValueError(f"-- include: {part}: no such part in the SQL file")
         if _INCLUDE.search(bodies[part]):
             raise ValueError(f"-- include: {part}: a part does not include another")
-        return bodies[part].strip()
+        return bodies[part].strip("\n")
 
     return {name: f"-- {name}\n{_without_comment_lines(_INCLUDE.sub(include, body))}"
             for name, body in bodies.items() if not name.startswith("_")}

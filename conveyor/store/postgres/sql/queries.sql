@@ -196,15 +196,11 @@ WHERE jobs.id = k.id AND jobs.status <> s.status
 UPDATE jobs SET status = 'running'
 WHERE id = ANY(%(ids)b::text[]) AND (status = 'queued') IS TRUE;
 
--- name: claim_head
--- A claim in one statement (so one transaction and one round trip) for the usual head of
--- a queue: when no claimable operation in it has a key, lease them all and mark their
--- jobs running. Row locks are all such operations need: FOR UPDATE SKIP LOCKED hands each
--- row to one claimer and checks its status again on the row's latest version. When one
--- of them has a key, lease nothing and answer `keyed`: the caller claims the queue with
--- claim_candidates and claim_update, whose key locks and second snapshot keep the key's
--- order. Always answers at least one row: the leased ones, or one of NULLs.
-WITH c AS MATERIALIZED (  -- claim_candidates' head, before its key locks
+-- name: _ready_head
+-- The head of the ready order of one queue (the query of CTE `c` in claim_head and
+-- claim_candidates): up to %(limit)s operations that are due, skipping rows other
+-- claimers hold and keys with an open earlier (or a running) operation, in priority then
+-- submission order, each locked.
     SELECT o.seq, o.key FROM operations o
     WHERE o.queue = %(queue)s
       AND o.status IN ('scheduled', 'queued', 'retrying')
@@ -216,7 +212,19 @@ WITH c AS MATERIALIZED (  -- claim_candidates' head, before its key locks
               AND (p.status = 'running' OR p.seq < o.seq)))
     ORDER BY o.priority DESC, o.seq
     LIMIT %(limit)s
-    FOR UPDATE OF o SKIP LOCKED),
+    FOR UPDATE OF o SKIP LOCKED
+
+-- name: claim_head
+-- A claim in one statement (so one transaction and one round trip) for the usual head of
+-- a queue: when no claimable operation in it has a key, lease them all and mark their
+-- jobs running. Row locks are all such operations need: FOR UPDATE SKIP LOCKED hands each
+-- row to one claimer and checks its status again on the row's latest version. When one
+-- of them has a key, lease nothing and answer `keyed`: the caller claims the queue with
+-- claim_candidates and claim_update, whose key locks and second snapshot keep the key's
+-- order. Always answers at least one row: the leased ones, or one of NULLs.
+WITH c AS MATERIALIZED (  -- claim_candidates' head, before its key locks
+    -- include: _ready_head
+    ),
 head AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM c WHERE c.key IS NOT NULL) AS keyed),
 leased AS (
     UPDATE operations o
@@ -237,18 +245,8 @@ SELECT l.*, h.keyed FROM head h LEFT JOIN leased l ON true;
 -- claimers hold and keys with an open earlier (or a running) operation, then the key
 -- lock of each keyed candidate (a transaction advisory lock; a held one skips the key).
 WITH c AS MATERIALIZED (
-    SELECT o.seq, o.key FROM operations o
-    WHERE o.queue = %(queue)s
-      AND o.status IN ('scheduled', 'queued', 'retrying')
-      AND o.run_at <= now()
-      AND (o.key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM operations p
-            WHERE p.queue = o.queue AND p.key = o.key AND p.seq <> o.seq
-              AND p.status IN ('scheduled', 'queued', 'retrying', 'running')
-              AND (p.status = 'running' OR p.seq < o.seq)))
-    ORDER BY o.priority DESC, o.seq
-    LIMIT %(limit)s
-    FOR UPDATE OF o SKIP LOCKED)
+    -- include: _ready_head
+    )
 SELECT seq FROM c
 WHERE c.key IS NULL
    OR pg_try_advisory_xact_lock(hashtextextended(%(queue)s || '/' || c.key, 0));
