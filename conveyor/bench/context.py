@@ -58,6 +58,10 @@ class Options:
     load_batch: int = 1000
     load_connections: int = 2
     b2_connections: int = 64
+    b2_sweep: tuple[int, ...] = ()
+    """More submitter counts to run B2 with after ``b2_connections`` (a sweep): B2 keeps
+    the point with the highest throughput whose p95 is under ``b2_p95_bound_ms``."""
+    b2_p95_bound_ms: float = 150.0
     b2_duration_s: float = 10.0
     b2_warmup_s: float = 1.0
     b2_requests: int = 0

@@ -79,6 +79,15 @@ def _pool_detail(pool: dict[str, Any] | None) -> str:
             f"{pool['idle_share'] * 100:.0f} % idle")
 
 
+def _sweep(points: list[dict[str, Any]] | None) -> str:
+    """B2's points when it ran at several connection counts."""
+    if not points:
+        return ""
+    return "; sweep " + ", ".join(
+        f"{p['connections']}: {_fmt(p['throughput_per_s'])} (p95 {_fmt(p['p95_ms'], 1)})"
+        for p in points)
+
+
 def headline(result: dict[str, Any]) -> tuple[str, str]:
     """The one figure each workload is judged by, and its detail line."""
     w = result.get("workload")
@@ -97,7 +106,8 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
         return (f"{_fmt(result['throughput_per_s'])} req/s",
                 f"p50 {_fmt(lat['p50'], 1)} / p95 {_fmt(lat['p95'], 1)} / "
                 f"p99 {_fmt(lat['p99'], 1)} ms; {result['connections']} connections; "
-                f"non-2xx {sum(v for k, v in result['statuses'].items() if k[0] != '2')}")
+                f"non-2xx {sum(v for k, v in result['statuses'].items() if k[0] != '2')}"
+                + _sweep(result.get("sweep")))
     if w == "b2b":
         lat = result["batch_latency_ms"]
         return (f"{_fmt(result['ops_per_s'])} ops/s",

@@ -66,6 +66,30 @@ def test_bench_b1_b2_and_b3_on_embedded(tmp_path: Path) -> None:
     assert b3["requests"] == b3["ok"] == int(b3["rate_per_s"] * 0.5)
 
 
+@pytest.mark.timeout(120)
+def test_bench_b2_sweeps_connection_counts_and_b3_halves_the_best(tmp_path: Path) -> None:
+    """``--connections 4,16``: B2 runs at each count, lists both points, keeps the one
+    with the highest throughput under the p95 bound, and B3 runs at half of it."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([
+        sys.executable, "-m", "conveyor.cli", "bench", "--workloads", "b2,b3",
+        "--requests", "200", "--warmup", "0", "--connections", "4,16,4",
+        "--rate", "half-b2", "--rate-duration", "0.5", "--processes", "1",
+        "--deadline", "50", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    results = json.loads(out.read_text())["results"]
+    b2, b3 = results["b2"], results["b3"]
+    assert [p["connections"] for p in b2["sweep"]] == [4, 16]  # each count once
+    assert all(p["throughput_per_s"] > 0 and p["cpu"] for p in b2["sweep"])
+    best = max((p for p in b2["sweep"] if p["p95_ms"] < b2["p95_bound_ms"]),
+               key=lambda p: p["throughput_per_s"])
+    assert (b2["connections"], b2["throughput_per_s"]) == (
+        best["connections"], best["throughput_per_s"])
+    assert b2["ok"] == 200 and b2["latency_ms"]["p95"] == best["p95_ms"]
+    assert b3["rate_per_s"] == max(1.0, round(b2["throughput_per_s"] / 2, 1))
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["-w", "b3", "--rate", "half-b2"], "needs b2 before b3"),
     (["-w", "b3,b2", "--rate", "half-b2"], "needs b2 before b3"),
@@ -77,6 +101,8 @@ def test_bench_b1_b2_and_b3_on_embedded(tmp_path: Path) -> None:
                               "embedded tier"),
     (["--tier", "postgres", "--store", "postgresql://127.0.0.1:1/x", "--relay", "api"],
      "--relay applies to the kafka tier only, not to the postgres tier"),
+    (["--connections", "64,0"], "--connections: whole numbers of at least 1"),
+    (["--connections", "many"], "--connections: whole numbers of at least 1"),
     (["--url", "http://127.0.0.1:1", "--workers", "2"],
      "--workers applies to the postgres and kafka tiers only, not to a running server"),
 ])
