@@ -93,7 +93,8 @@ def run_conveyor(args: argparse.Namespace, system: str, out: Path, ceilings: boo
            "--workloads", workloads, "--ops", str(args.ops),
            "--rate", str(args.rate), "--rate-duration", str(args.rate_duration),
            "--cpu-ops", str(args.cpu_ops), "--processes", str(args.processes),
-           "--duration", str(args.duration), "--batch-ops", str(args.batch_ops),
+           "--duration", str(args.duration), "--connections", args.connections,
+           "--batch-ops", str(args.batch_ops),
            "--deadline", str(args.deadline), "--out", str(out), "--quiet"]
     if ceilings:
         cmd += ["--ceilings", "all"]
@@ -238,6 +239,9 @@ def main() -> None:
     parser.add_argument("--rate-duration", type=float, default=10.0)
     parser.add_argument("--cpu-ops", type=int, default=1000, help="B4 operations")
     parser.add_argument("--duration", type=float, default=10.0, help="B2 seconds")
+    parser.add_argument("--connections", default="64,128,256",
+                        help="B2 submitters: B2 keeps the fastest count with p95 under "
+                             "150 ms")
     parser.add_argument("--batch-ops", type=int, default=100_000, help="B2b operations")
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds one workload may take "

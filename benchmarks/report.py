@@ -74,7 +74,10 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
             lines.append(f"| {row['tier']} | {_fmt(row['ops_per_s'])} | "
                          f"{row.get('vs_celery', '-')}x | {row.get('vs_fastest_peer', '-')}x"
                          + (f" ({fastest})" if fastest else "") + " |")
-    lines += ["", "How each figure is taken. B1/B4: operations loaded while no worker runs, "
+    lines += ["", "How each figure is taken. B2: a closed loop at each number of "
+              "submitters of `--connections` (64, 128 and 256 unless told), the fastest "
+              "with p95 under 150 ms kept: each tier's maximum rate. B1/B4: operations "
+              "loaded while no worker runs, "
               "then the workers start; the drain is timed from the first start to the last "
               "recorded outcome. B3 start: Conveyor from the operation's commit (`created_at`)"
               " to its claim (`started_at`); Celery and Dramatiq from the producer's send "
