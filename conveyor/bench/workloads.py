@@ -193,13 +193,13 @@ async def b2(bench: Bench) -> dict[str, Any]:
     o = bench.options
     deadline = Deadline(o.deadline_s)
     counts = list(dict.fromkeys((o.b2_connections, *o.b2_sweep)))
+    body = json.dumps(NOOP, separators=(",", ":")).encode()
     await bench.start()
     points = []
     try:
         for connections in counts:
             pool = HttpPool(bench.target.url, connections=connections, timeout_s=60)
             try:
-                body = json.dumps(NOOP, separators=(",", ":")).encode()
                 points.append(await closed_loop(
                     bench, pool, pool.encode("POST", "/v1/jobs", body), connections,
                     o.b2_duration_s, o.b2_warmup_s, o.b2_requests, deadline,
