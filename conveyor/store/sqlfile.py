@@ -21,7 +21,7 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
-_INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(_[A-Za-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(\S*)\s*$", re.MULTILINE)
 
 
 def parse_blocks(text: str) -> dict[str, str]:
@@ -34,8 +34,9 @@ def parse_blocks(text: str) -> dict[str, str]:
 
     def include(match: re.Match[str]) -> str:
         part = match.group(1)
-        if part not in bodies:
-            raise ValueError(f"-- include: {part}: no such part in the SQL file")
+        if not part.startswith("_") or part not in bodies:
+            raise ValueError(f"-- include: {part}: no such part (a block named _...) "
+                             "in the SQL file")
         if _INCLUDE.search(bodies[part]):
             raise ValueError(f"-- include: {part}: a part does not include another")
         return bodies[part].strip("\n")

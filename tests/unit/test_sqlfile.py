@@ -63,6 +63,7 @@ def test_a_shared_part_is_written_into_each_block_that_includes_it() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("-- name: a\nWITH x AS (1),\n-- include: _missing\nSELECT 1;", "no such part"),
+    ("-- name: a\nSELECT 1;\n-- name: b\n-- include: a\n", "no such part"),
     ("-- name: _p\n-- include: _q\n-- name: _q\nSELECT 1\n-- name: a\n-- include: _p\n",
      "a part does not include another"),
 ])
