@@ -58,8 +58,8 @@ KafkaOptionsFileOpt = Annotated[str | None, typer.Option(
     "--kafka-options-file", help="A file of Kafka client properties, key=value per line "
     "(CONVEYOR_KAFKA_OPTIONS_FILE): the place for passwords")]
 RelayOpt = Annotated[bool | None, typer.Option(
-    "--relay/--no-relay", help="Run the outbox relay in this process (Kafka tier; "
-    "CONVEYOR_RELAY_IN_PROCESS)")]
+    "--relay/--no-relay", help="Run the outbox relay in this process (Kafka tier; on by "
+    "default; CONVEYOR_RELAY_IN_PROCESS)")]
 MetricsPortOpt = Annotated[int | None, typer.Option(
     "--metrics-port", help="Serve /metrics and health probes on this port")]
 

@@ -70,9 +70,12 @@ class Config:
     kafka_options_file: str = ""
     """A file of librdkafka client properties, one ``key=value`` a line (``#`` comments),
     like a Kafka ``client.properties``: the place for secrets and values with commas."""
-    relay_in_process: bool = False
-    """Run the outbox relay inside ``conveyor api`` / ``conveyor serve`` (Kafka tier)
-    instead of (or besides) a separate ``conveyor relay``."""
+    relay_in_process: bool = True
+    """Run the outbox relay inside ``conveyor api`` / ``conveyor serve`` (Kafka tier), so
+    the tier needs no process of its own for it. On by default: woken by the API's own
+    submissions, it publishes them sooner and at less CPU than a ``conveyor relay`` apart
+    (docs/kafka.md). Off (``--no-relay``) for APIs beyond the first few, which then leave
+    the outbox to a relay or two of their own."""
     relay_batch: int = 500
     """Outbox rows published per batch."""
     relay_poll_s: float = 1.0

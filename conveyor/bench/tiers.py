@@ -386,7 +386,7 @@ class KafkaTier(PostgresTier):
         return ["--transport", "kafka", "--kafka-bootstrap", self.kafka_bootstrap]
 
     def _api_flags(self) -> list[str]:
-        return ["--relay"] if self.relay == "api" else []
+        return ["--relay"] if self.relay == "api" else ["--no-relay"]
 
     def start(self, *, workers: bool = True) -> None:
         super().start(workers=False)

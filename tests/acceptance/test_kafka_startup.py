@@ -135,7 +135,7 @@ def test_worker_and_relay_waiting_for_their_broker_stop_on_sigterm(tmp_path: Pat
     api_port = free_port()
     # The API accepts work without a broker (it goes to the outbox): the relay has rows
     # to publish and keeps trying.
-    api = ConveyorProcess(["api", "--store", url, "--port", str(api_port)],
+    api = ConveyorProcess(["api", "--store", url, "--port", str(api_port), "--no-relay"],
                           tmp_path / "api.log", env=env, port=api_port).start()
     procs = {"api": api}
     try:

@@ -41,7 +41,7 @@ def test_trace_context_in_kafka_headers(tmp_path: Path) -> None:
     prefix = unique_prefix("trace")
     env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100",
-           "CONVEYOR_RELAY_IN_PROCESS": "1", **kafka_env(address, prefix, 2)}
+           **kafka_env(address, prefix, 2)}
     url = create_database("conveyor_kafka_trace")
     procs: list[ConveyorProcess] = []
     try:

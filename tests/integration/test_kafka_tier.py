@@ -1,6 +1,7 @@
-"""The Kafka tier end to end with real processes (``conveyor api --relay``, ``conveyor
-worker``), a real broker and PostgreSQL: lag in ``/v1/stats`` and ``/metrics``, dead
-letters on ``<topic>.dlq`` and replayable through the API, retries through the outbox."""
+"""The Kafka tier end to end with real processes (``conveyor api``, which runs the relay
+by default, and ``conveyor worker``), a real broker and PostgreSQL: lag in ``/v1/stats``
+and ``/metrics``, dead letters on ``<topic>.dlq`` and replayable through the API, retries
+through the outbox."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def tier(tmp_path: Path) -> Iterator[dict[str, Any]]:
     address = bootstrap()
     url = create_database("conveyor_kafka_tier")
     prefix = unique_prefix("tier")
-    env = {"RECORD_LOG": str(tmp_path / "executions.log"), "CONVEYOR_RELAY_IN_PROCESS": "1",
-           "CONVEYOR_RETRY_BASE_S": "0.2", "CONVEYOR_RETRY_CAP_S": "0.5",
+    # No CONVEYOR_RELAY_IN_PROCESS: the API runs the relay by default.
+    env = {"RECORD_LOG": str(tmp_path / "executions.log"), "CONVEYOR_RETRY_BASE_S": "0.2",
+           "CONVEYOR_RETRY_CAP_S": "0.5",
            **kafka_env(address, prefix, PARTITIONS)}
     procs: list[ConveyorProcess] = []
     try:

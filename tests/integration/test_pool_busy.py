@@ -35,8 +35,7 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
     record_log = tmp_path / "executions.log"
     env = {"RECORD_LOG": str(record_log)}
     if request.param == "kafka":
-        env |= {"CONVEYOR_RELAY_IN_PROCESS": "1",
-                **kafka_env(bootstrap(), unique_prefix("busy"), partitions=4)}
+        env |= kafka_env(bootstrap(), unique_prefix("busy"), partitions=4)  # API relays
     procs: list[ConveyorProcess] = []
     try:
         done = migrate(url, tmp_path)

@@ -229,6 +229,7 @@ def start_kafka_fleet(url: str, tmp: Path, bootstrap: str, prefix: str, *, parti
     record_log = tmp / "executions.log"
     env = {"RECORD_LOG": str(record_log), "CONVEYOR_LEASE_S": str(lease_s),
            "CONVEYOR_RESCUE_INTERVAL_S": "0.5", "CONVEYOR_RECONCILE_AFTER_S": "0",
+           "CONVEYOR_RELAY_IN_PROCESS": "0",  # the relay is a process of its own here
            **kafka_env(bootstrap, prefix, partitions)}
     done = migrate(url, tmp)
     assert done.returncode == 0, done.stderr
