@@ -122,7 +122,8 @@ def make_relay(config: Config, store: Store, metrics: Any = None,
     lag = kafka.KafkaLag(settings.kafka_client, settings.topic_prefix)
     reconciler = Reconciler(store, store, lag, older_than_s=config.reconcile_after_s,
                             metrics=metrics)
-    return Relay(store, kafka.KafkaPublisher(topics), batch=config.relay_batch,
+    publisher = kafka.KafkaPublisher(topics, spread_run=config.relay_spread_run)
+    return Relay(store, publisher, batch=config.relay_batch,
                  poll_s=config.relay_poll_s, lease_s=config.relay_lease_s,
                  maintenance=reconciler, closers=[lag.close])
 

@@ -67,3 +67,17 @@ def test_runs_cover_a_topic_made_with_more_partitions_than_configured() -> None:
     finally:
         publisher.close()
     assert _ends(address, topics.topic("default"), more) == [SPREAD_RUN] * more
+
+
+def test_a_configured_run_spreads_a_smaller_batch_over_every_partition() -> None:
+    """``relay_spread_run`` 8: a batch of 8 per partition reaches all of them, where the
+    default run would have put it on one."""
+    address, run = bootstrap(), 8
+    topics = Topics(address, PARTITIONS, unique_prefix("spread-run"))
+    publisher = KafkaPublisher(topics, spread_run=run)
+    try:
+        asyncio.run(publisher.publish(_batch(0, run * PARTITIONS)))
+    finally:
+        publisher.close()
+    assert run * PARTITIONS < SPREAD_RUN * 2  # the default would use one partition
+    assert _ends(address, topics.topic("default")) == [run] * PARTITIONS

@@ -121,3 +121,26 @@ def test_gone_worker_retention_is_read_from_the_environment_and_positive() -> No
     assert load_config(environ=env).gone_worker_retention_s == 600.0
     with pytest.raises(ConfigError, match="gone_worker_retention_s"):
         load_config(environ={"CONVEYOR_GONE_WORKER_RETENTION_S": "0"})
+
+
+def test_the_relay_runs_in_the_api_unless_told_not_to() -> None:
+    assert load_config(environ={}).relay_in_process is True
+    assert load_config(environ={"CONVEYOR_RELAY_IN_PROCESS": "0"}).relay_in_process is False
+    assert load_config({"relay_in_process": False}, environ={}).relay_in_process is False
+
+
+def test_relay_spread_run_reaches_the_publisher_and_is_at_least_one() -> None:
+    from conveyor.transport.kafka.producer import SPREAD_RUN
+    from conveyor.wiring import make_relay, make_store
+
+    kafka = {"store": "postgresql://u@127.0.0.1:1/db", "transport": "kafka",
+             "kafka_bootstrap": "127.0.0.1:1"}
+    assert load_config(kafka, environ={}).relay_spread_run == SPREAD_RUN
+    config = load_config(kafka, environ={"CONVEYOR_RELAY_SPREAD_RUN": "4"})
+    relay = make_relay(config, make_store(config))
+    try:
+        assert relay._publisher._spread_run == 4  # type: ignore[attr-defined]
+    finally:
+        relay.close()
+    with pytest.raises(ConfigError, match="relay_spread_run"):
+        load_config(kafka, environ={"CONVEYOR_RELAY_SPREAD_RUN": "0"})

@@ -6,8 +6,8 @@ own retries, so a broker restart in the middle of a batch neither loses nor reor
 messages of one partition. What :meth:`publish` cannot promise (it raised, or the process
 died) is retried from the outbox: duplicates, which consumers recognise as stale.
 Keyed messages go to their key's partition. Unkeyed ones go in runs of at least
-``SPREAD_RUN`` messages over as many partitions as a batch fills that way (a small batch
-on one partition, a batch of ``SPREAD_RUN`` times the partitions or more on every one),
+``spread_run`` messages over as many partitions as a batch fills that way (a small batch
+on one partition, a batch of ``spread_run`` times the partitions or more on every one),
 each batch starting where the last one ended: the workers of a queue share a large batch,
 and each produce request, fetch and append touches few partitions at a time.
 """
@@ -30,11 +30,12 @@ from .topics import Topics
 log = logging.getLogger("conveyor.kafka")
 
 SPREAD_RUN = 32
-"""Fewest unkeyed messages of a batch sent to one partition (unless the batch is smaller).
-Each partition of a request costs the broker and the consumer their own work: B2 on the
-Kafka tier (single-operation jobs, 45-95 per relay batch) spread a message at a time over
-12 partitions cost the broker 68-91 µs of CPU per job, and the worker 101-126; in runs,
-25-37 and 74-93 µs, and B2 went from 2,354-3,162 to 2,792-3,682 jobs/s (4 pairs)."""
+"""The default fewest unkeyed messages of a batch sent to one partition (unless the batch
+is smaller; ``relay_spread_run`` in the configuration). Each partition of a request costs
+the broker and the consumer their own work: B2 on the Kafka tier (single-operation jobs,
+45-95 per relay batch) spread a message at a time over 12 partitions cost the broker
+68-91 µs of CPU per job, and the worker 101-126; in runs of 32, 25-37 and 74-93 µs, and
+B2 went from 2,354-3,162 to 2,792-3,682 jobs/s (4 pairs)."""
 
 
 def spread(count: int, partitions: int, first: int, run: int = SPREAD_RUN) -> list[int]:
@@ -49,8 +50,11 @@ class KafkaPublisher:
     """Publishes batches of outbox entries; one batch at a time."""
 
     def __init__(self, topics: Topics, delivery_timeout_s: float = 60.0,
-                 linger_ms: int = 5) -> None:
+                 linger_ms: int = 5, spread_run: int = SPREAD_RUN) -> None:
+        if spread_run < 1:
+            raise ValueError("spread_run must be at least 1")
         self.topics = topics
+        self._spread_run = spread_run
         self._delivery_timeout_s = delivery_timeout_s
         self._settings: dict[str, Any] = topics.client.settings(**{
             "enable.idempotence": True,
@@ -139,7 +143,7 @@ class KafkaPublisher:
             # relays start at random partitions, so several do not move in step
             first = self._next_partition.get(topic, self._random.randrange(partitions))
             first %= partitions
-            assigned = spread(len(places), partitions, first)
+            assigned = spread(len(places), partitions, first, self._spread_run)
             for place, partition in zip(places, assigned, strict=True):
                 chosen[place] = partition
             self._next_partition[topic] = assigned[-1] + 1
