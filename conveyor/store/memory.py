@@ -47,8 +47,13 @@ from ..model import (
     new_id,
     with_stored_jobs,
 )
+from .recent import SLOT_S, SLOTS_1M, SLOTS_5M
 
 SCHEMA_VERSION = 1
+WINDOW_1M_S = SLOTS_1M * SLOT_S
+WINDOW_5M_S = SLOTS_5M * SLOT_S
+"""The memory store counts the stats' recent finishes exactly this far back (the others
+by slot, see :mod:`.recent`)."""
 
 
 def _json_copy(value: JSON) -> JSON:
@@ -340,9 +345,9 @@ class MemoryStore:
                 if op.status in WAITING and op.run_at <= now:
                     oldest[op.queue] = min(oldest.get(op.queue, op.run_at), op.run_at)
                 window = recent.setdefault(op.queue, [0, 0, 0])
-                if op.finished_at is not None and op.finished_at >= now - 300:
+                if op.finished_at is not None and op.finished_at >= now - WINDOW_5M_S:
                     window[1] += 1
-                    window[0] += op.finished_at >= now - 60
+                    window[0] += op.finished_at >= now - WINDOW_1M_S
                     window[2] += op.status is OpStatus.DEAD
             return [
                 QueueStats(

@@ -16,6 +16,7 @@ from conveyor.model import ErrorInfo, OpFilter, OpStatus, Outcome
 from conveyor.store.base import Store
 from conveyor.store.postgres import SCHEMA_VERSION as PG_VERSION
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.recent import SLOT_S, SLOTS_1M, SLOTS_5M, slot_of
 from conveyor.store.sqlite import SCHEMA_VERSION as SQLITE_VERSION
 from conveyor.store.sqlite import SQLiteStore
 from conveyor.testing.contract_support import LONG_LEASE_S, insert, job
@@ -128,7 +129,7 @@ async def test_postgres_folds_the_totals_of_closed_connections(pg_url: str) -> N
 
 
 def _slots_back(url: str, n: int) -> None:
-    """Move every counted finish ``n`` slots (of 5 s) into the past."""
+    """Move every counted finish ``n`` slots into the past."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE op_recent SET slot = slot - %s", (n,))
 
@@ -152,13 +153,13 @@ async def test_postgres_rates_count_finishes_per_slot_and_forget_old_slots(
         [q] = await store.stats(tenant="other")
         assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (1, 1, 0)
 
-        _slots_back(pg_url, 12)  # 60-65 s ago: out of the minute, in the five minutes
+        _slots_back(pg_url, SLOTS_1M)  # 60-65 s ago: out of the minute, in the five
         [q] = await store.stats()
         assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 4, 1)
         await store.expire_workers(60.0, 3600.0)
         assert _recent_rows(pg_url) > 0, "slots of the five minutes are kept"
 
-        _slots_back(pg_url, 48)  # 300-305 s ago: out of both
+        _slots_back(pg_url, SLOTS_5M - SLOTS_1M)  # 300-305 s ago: out of both
         [q] = await store.stats()
         assert (q.finished_last_1m, q.finished_last_5m, q.failed_last_5m) == (0, 0, 0)
         assert q.counts["succeeded"] == 3, "the totals are not the rates"
@@ -166,6 +167,20 @@ async def test_postgres_rates_count_finishes_per_slot_and_forget_old_slots(
         assert _recent_rows(pg_url) == 0, "old slots are dropped with the totals' folding"
     finally:
         await store.close()
+
+
+async def test_postgres_numbers_slots_as_every_store_does(pg_url: str) -> None:
+    """``conveyor_slot()``, written into a migration, and :func:`slot_of` agree, on both
+    sides of a slot's edges."""
+    store = PostgresStore(pg_url)
+    await store.migrate()
+    edge = 1_800_000_000 // SLOT_S * SLOT_S
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for at_s in (edge - 0.001, edge, edge + SLOT_S - 0.001, edge + SLOT_S, 1_733_412_345.6):
+            [(slot,)] = conn.execute("SELECT conveyor_slot(to_timestamp(%s))",
+                                     (at_s,)).fetchall()
+            assert slot == slot_of(at_s), at_s
+    assert slot_of(edge + SLOT_S) == slot_of(edge) + 1
 
 
 async def test_sqlite_rates_count_finishes_per_slot_and_forget_old_slots(

@@ -23,6 +23,7 @@ from psycopg.rows import DictRow
 
 from ...model import Claim, Lease, LeaseState, Outcome
 from .. import rows
+from ..recent import window_params
 from .core import SQL, Conn, PgCore, fetch, notify, refresh_jobs
 from .submit import dumps
 
@@ -183,7 +184,7 @@ class LeaseMixin(PgCore):
             if gone:
                 await conn.execute(SQL["expire_leases_of_workers"], {"ids": gone})
             await conn.execute(SQL["fold_op_totals"])
-            await conn.execute(SQL["prune_op_recent"])
+            await conn.execute(SQL["prune_op_recent"], window_params())
             return sorted(gone)
 
         return await self._tx(expire)

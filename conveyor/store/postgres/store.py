@@ -34,6 +34,7 @@ from ...model import (
     WorkerInfo,
 )
 from .. import rows
+from ..recent import window_params
 from .core import MIGRATIONS, SCHEMA_VERSION, SQL, Conn, fetch, notify, refresh_jobs
 from .errors import translated, where
 from .group import GroupCommit
@@ -226,7 +227,8 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
                     by_status[status.value] = int(row[status.value])
                 if row["age_s"] is not None:
                     oldest[row["queue"]] = float(row["age_s"])
-            recent = {r["queue"]: r for r in await fetch(conn, "stats_recent", params)}
+            recent = {r["queue"]: r for r in await fetch(conn, "stats_recent",
+                                                         {**params, **window_params()})}
             return [
                 QueueStats(
                     queue=queue,

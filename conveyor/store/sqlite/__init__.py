@@ -34,8 +34,9 @@ from ...model import (
     new_ids,
 )
 from .. import rows
+from ..recent import slot_of, window_params
 from ..sqlfile import load_blocks, migrations
-from .core import SQL, dumps, insert_rows, recent_slot, statements
+from .core import SQL, dumps, insert_rows, statements
 from .leases import LeaseMixin
 
 _KEYS_SQL = load_blocks(__name__ + ".sql", "keys.sql")
@@ -239,7 +240,7 @@ class SQLiteStore(LeaseMixin):
     async def stats(self, tenant: str | None = None) -> list[QueueStats]:
         def read(conn: sqlite3.Connection) -> list[QueueStats]:
             now = self._clock()
-            params = {"tenant": tenant, "now": now, "slot": recent_slot(now)}
+            params = {"tenant": tenant, "now": now, "slot": slot_of(now), **window_params()}
             counts: dict[str, dict[str, int]] = {}
             for row in conn.execute(SQL["stats_counts"], params):
                 counts.setdefault(row["queue"], {s.value: 0 for s in OpStatus})[row["status"]] = (
@@ -329,7 +330,7 @@ class SQLiteStore(LeaseMixin):
                 SQL["expire_workers"], {"now": now, "timeout_s": timeout_s}).fetchall()]
             if gone:
                 conn.execute(SQL["expire_leases_of_workers"], {"now": now, "ids": dumps(gone)})
-            conn.execute(SQL["prune_op_recent"], {"slot": recent_slot(now)})
+            conn.execute(SQL["prune_op_recent"], {"slot": slot_of(now), **window_params()})
             return sorted(gone)
 
         return await self._write(expire)

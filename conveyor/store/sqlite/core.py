@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from ...errors import StoreUnavailable
 from ...model import OpStatus
+from ..recent import slot_of
 from ..sqlfile import load_blocks
 
 T = TypeVar("T")
@@ -38,13 +39,6 @@ future, and whether it goes first (see ``SQLiteCore._write``)."""
 ENDED = frozenset(s.value for s in OpStatus if s.terminal)
 SQL = load_blocks(__package__ + ".sql", "queries.sql")
 
-RECENT_SLOT_S = 5.0
-"""Finishes are counted per slot of this many seconds, for the rates (006_op_recent.sql)."""
-
-
-def recent_slot(at_s: float) -> int:
-    """The slot of the finishes at ``at_s`` (epoch seconds)."""
-    return int(at_s // RECENT_SLOT_S)
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 """One encoder for every call: ``json.dumps`` with options builds a new one each time."""
@@ -282,7 +276,7 @@ class SQLiteCore:
             {"tenant": tenant, "queue": queue, "status": status, "n": sign * n}
             for (tenant, queue, status), n in ended.items()])
         if sign > 0:
-            slot = recent_slot(self._clock())
+            slot = slot_of(self._clock())
             finished: Counter[tuple[str, str]] = Counter()
             failed: Counter[tuple[str, str]] = Counter()
             for (tenant, queue, status), n in ended.items():

@@ -532,21 +532,23 @@ FROM (SELECT queue, status, run_at FROM operations
 GROUP BY queue;
 
 -- name: stats_recent
--- Finishes of the last minute (this slot and the 11 before it: 55 to 60 s) and five
--- minutes (60 slots), from the counts per slot (007_op_recent.sql): at most 60 rows per
--- queue and connection, whatever the throughput.
+-- Finishes of the last minute (slots_1m slots up to the current one) and five minutes
+-- (slots_5m), from the counts per slot (007_op_recent.sql; the windows are
+-- conveyor/store/recent.py's): at most slots_5m rows per queue and connection, whatever
+-- the throughput.
 SELECT queue,
-       coalesce(sum(finished) FILTER (WHERE slot > conveyor_slot(now()) - 12), 0) AS last_1m,
+       coalesce(sum(finished) FILTER (
+           WHERE slot > conveyor_slot(now()) - %(slots_1m)s::bigint), 0) AS last_1m,
        sum(finished) AS last_5m,
        sum(failed) AS failed_5m
 FROM op_recent
-WHERE slot > conveyor_slot(now()) - 60
+WHERE slot > conveyor_slot(now()) - %(slots_5m)s::bigint
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 GROUP BY queue;
 
 -- name: prune_op_recent
 -- Slots out of the five minutes read (007_op_recent.sql); with fold_op_totals.
-DELETE FROM op_recent WHERE slot <= conveyor_slot(now()) - 60;
+DELETE FROM op_recent WHERE slot <= conveyor_slot(now()) - %(slots_5m)s::bigint;
 
 -- name: upsert_task
 INSERT INTO tasks (name, queue, schema, kind, max_attempts, timeout_s, priority, doc, updated_at)

@@ -255,20 +255,21 @@ WHERE status IN ('scheduled', 'queued', 'retrying') AND run_at <= :now
 GROUP BY queue;
 
 -- name: stats_recent
--- Finishes of the last minute (this slot and the 11 before it: 55 to 60 s) and five
--- minutes (60 slots), from the counts per slot (006_op_recent.sql): at most 60 rows per
--- tenant and queue, whatever the throughput.
+-- Finishes of the last minute (:slots_1m slots up to :slot) and five minutes
+-- (:slots_5m), from the counts per slot (006_op_recent.sql; the windows are
+-- conveyor/store/recent.py's): at most :slots_5m rows per tenant and queue, whatever
+-- the throughput.
 SELECT queue,
-       SUM(CASE WHEN slot > :slot - 12 THEN finished ELSE 0 END) AS last_1m,
+       SUM(CASE WHEN slot > :slot - :slots_1m THEN finished ELSE 0 END) AS last_1m,
        SUM(finished) AS last_5m,
        SUM(failed) AS failed_5m
 FROM op_recent
-WHERE slot > :slot - 60 AND (:tenant IS NULL OR tenant = :tenant)
+WHERE slot > :slot - :slots_5m AND (:tenant IS NULL OR tenant = :tenant)
 GROUP BY queue;
 
 -- name: prune_op_recent
 -- Slots out of the five minutes read (006_op_recent.sql).
-DELETE FROM op_recent WHERE slot <= :slot - 60;
+DELETE FROM op_recent WHERE slot <= :slot - :slots_5m;
 
 -- name: upsert_task
 INSERT INTO tasks (name, queue, schema, kind, max_attempts, timeout_s, priority, doc, updated_at)
