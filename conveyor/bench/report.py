@@ -61,14 +61,27 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
-def _cpu(result: dict[str, Any]) -> str:
+def _cpu(result: dict[str, Any], nproc: int | None = None) -> str:
     cpu = result.get("cpu") or {}
     parts = [f"{name} {_fmt(v.get('us_per_op'))}" for name, v in cpu.items()
              if v.get("us_per_op") is not None and v.get("cpu_s", 0) > 0]
     others = cpu.get("others", {}).get("cores")
     if others is not None and others >= 0.1:
         parts.append(f"[yellow]others busy {others:.1f} cores[/]")
+    busy = busy_cores(result)
+    if parts and busy is not None and nproc:
+        parts.append(f"busy {busy:.2f} of {nproc} cores")
     return ", ".join(parts) or "-"
+
+
+def busy_cores(result: dict[str, Any]) -> float | None:
+    """Cores the whole machine kept busy during the workload's window: every group's, and
+    the rest of the machine's (``others``), so a workload that ran out of CPU shows it.
+    None without the machine's own count."""
+    cpu = result.get("cpu") or {}
+    if "others" not in cpu:
+        return None
+    return round(float(sum(v.get("cores", 0.0) for v in cpu.values())), 2)
 
 
 def _pool_detail(pool: dict[str, Any] | None) -> str:
@@ -161,7 +174,7 @@ def results_table(report: dict[str, Any]) -> Table:
     for result in report["results"].values():
         main, detail = headline(result)
         table.add_row(result.get("title", result.get("workload", "?")), main, detail,
-                      _cpu(result))
+                      _cpu(result, report["machine"].get("nproc")))
     return table
 
 
