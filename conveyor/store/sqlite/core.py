@@ -39,7 +39,6 @@ future, and whether it goes first (see ``SQLiteCore._write``)."""
 ENDED = frozenset(s.value for s in OpStatus if s.terminal)
 SQL = load_blocks(__package__ + ".sql", "queries.sql")
 
-
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 """One encoder for every call: ``json.dumps`` with options builds a new one each time."""
 
