@@ -150,6 +150,13 @@ class Config:
     default: with the database on the same machine, the CPU cost outweighs the round
     trips saved (one statement in a transaction: 448 µs of client CPU pipelined, 226 µs
     plain). Worth measuring when the database is a slow network hop away."""
+    postgres_commit_groups: int = 1
+    """Group commits of submissions in flight at once, each on a connection of its own.
+    One (the default) makes the largest groups, so the least CPU per submission in the API
+    and the database: on 2 cores with the database on them, B3's start p50 at half of B2
+    was lower than with two in all 4 pairs on the PostgreSQL tier and 7 of 8 on the Kafka
+    tier, B2 no slower (docs/performance-history.md). Two overlap one group's commit with
+    the next: worth measuring when a commit's round trip is long (a distant database)."""
     log_level: str = "INFO"
     log_format: str = "auto"
     """``json`` (one object per line), ``text``, or ``auto``: text on a terminal."""
@@ -217,6 +224,8 @@ class Config:
         if self.kafka_park_s <= 0 or self.relay_poll_s <= 0 or self.relay_lease_s <= 0:
             raise ConfigError("kafka_park_s, relay_poll_s and relay_lease_s must be positive")
         kafka_client_options(self)  # raises on a malformed entry or an unreadable file
+        if self.postgres_commit_groups < 1:
+            raise ConfigError("postgres_commit_groups must be at least 1")
         if self.concurrency < 1 or self.processes < 1 or self.claim_batch < 1:
             raise ConfigError("concurrency, processes and claim_batch must be at least 1")
         if self.claim_ahead < 0:

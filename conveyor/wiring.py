@@ -43,7 +43,7 @@ def make_store(config: Config) -> Store:
                 f"the PostgreSQL store needs its extra: pip install 'conveyor[postgres]' ({exc})"
             ) from exc
         return PostgresStore(  # type: ignore[no-any-return,unused-ignore]
-            url, pipeline=config.postgres_pipeline)
+            url, pipeline=config.postgres_pipeline, max_groups=config.postgres_commit_groups)
     raise ConfigError(
         f"unknown store URL {url!r}: use sqlite:///path, memory:// or postgresql://..."
     )

@@ -62,3 +62,52 @@ async def test_concurrent_single_submissions_throughput(pg_store: PostgresStore,
     rate = count / (time.monotonic() - started)
     assert len(await pg_store.list_operations(OpFilter(limit=100_000))) == count
     print(f"\n{concurrency} concurrent single-job submissions: {rate:.0f} jobs/s")
+
+
+@pytest.mark.parametrize("max_groups", [1, 2])
+async def test_at_most_max_groups_commit_at_once_and_latecomers_share_the_next(
+        pg_store: PostgresStore, max_groups: int) -> None:
+    """Calls that arrive while a group commits join the next group, all of them; with
+    room for a second group in flight, it starts at once (``postgres_commit_groups``)."""
+    from conveyor.store.postgres.group import GroupCommit
+    from conveyor.store.postgres.submit import insert_jobs
+
+    running, most, groups = 0, 0, []
+    first_began = asyncio.Event()
+
+    async def insert(conn, jobs, want):  # type: ignore[no-untyped-def]
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        groups.append(len(jobs))
+        first_began.set()
+        await asyncio.sleep(0.2)  # a slow commit: the latecomers arrive meanwhile
+        try:
+            return await insert_jobs(conn, jobs, want)
+        finally:
+            running -= 1
+
+    group = GroupCommit(pg_store._pool, insert, max_groups=max_groups)
+    first = asyncio.create_task(group.run([job(op("t.one"))]))
+    await first_began.wait()
+    latecomers = await asyncio.gather(*(group.run([job(op("t.one"))]) for _ in range(39)))
+    answers = [await first, *latecomers]
+    await group.close()
+    assert groups == [1, 39]
+    assert most == max_groups  # the second group waited for the first only with one
+    ids = [a[0].job_id for a in answers]
+    assert len(set(ids)) == 40 and len(await pg_store.get_jobs(ids)) == 40
+
+
+def test_commit_groups_reach_the_store() -> None:
+    from conveyor.config import load_config
+    from conveyor.errors import ConfigError
+    from conveyor.wiring import make_store
+
+    url = {"store": "postgresql://u@127.0.0.1:1/db"}
+    one = make_store(load_config(url, environ={}))
+    two = make_store(load_config(url, environ={"CONVEYOR_POSTGRES_COMMIT_GROUPS": "2"}))
+    assert isinstance(one, PostgresStore) and isinstance(two, PostgresStore)
+    assert (one._group._max_groups, two._group._max_groups) == (1, 2)
+    with pytest.raises(ConfigError, match="postgres_commit_groups"):
+        load_config(url, environ={"CONVEYOR_POSTGRES_COMMIT_GROUPS": "0"})

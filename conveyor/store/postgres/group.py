@@ -19,7 +19,9 @@ A group without idempotency keys is first tried as one statement that is its own
 transaction (``insert_new``: one round trip instead of five); a clashing id fails that
 statement whole, and the group then runs as above.
 
-Up to ``max_groups`` groups are in flight at once (on separate pooled connections).
+Up to ``max_groups`` groups are in flight at once (on separate pooled connections): one
+by default, so calls that arrive during a commit all wait for the next group, the largest
+it can be (``Config.postgres_commit_groups``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ Call = tuple[Sequence[NewJob], bool, asyncio.Future[list[Submitted]]]
 
 class GroupCommit:
     def __init__(self, pool: AsyncConnectionPool[Conn], insert: Insert,
-                 max_groups: int = 2, max_jobs: int = 10_000, pipeline: bool = False,
+                 max_groups: int = 1, max_jobs: int = 10_000, pipeline: bool = False,
                  insert_new: Insert | None = None) -> None:
         self._pool = pool
         self._pipeline = pipeline

@@ -51,11 +51,12 @@ class PostgresStore(KeyMixin, OutboxMixin, LeaseMixin):
     ``url`` is a libpq URL (``postgresql://user:pass@host:port/db?options=...``).
     ``acquire_timeout_s`` bounds how long a call waits for a connection when the server
     is down before it raises ``StoreUnavailable`` (the API then answers 503).
-    ``pipeline``: see :attr:`conveyor.config.Config.postgres_pipeline`."""
+    ``pipeline``: see :attr:`conveyor.config.Config.postgres_pipeline`; ``max_groups``:
+    :attr:`~conveyor.config.Config.postgres_commit_groups`."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout_s: float = 3.0, acquire_timeout_s: float = 3.0,
-                 max_groups: int = 2, pipeline: bool = False) -> None:
+                 max_groups: int = 1, pipeline: bool = False) -> None:
         super().__init__(url, min_size=min_size, max_size=max_size,
                          connect_timeout_s=connect_timeout_s,
                          acquire_timeout_s=acquire_timeout_s, pipeline=pipeline)
