@@ -81,10 +81,10 @@ class Config:
     relay_spread_run: int = 32
     """Fewest operations without a key that the relay sends to one partition from one
     batch (unless the batch is smaller): a small batch goes to one partition, a batch of
-    this many times the partitions or more to every one. Each partition of a produce
-    request costs the broker and the consumer their own work (a message at a time over 12
-    partitions cost the broker 68-91 µs of CPU per job in B2, runs of 32 25-37 µs); a
-    smaller run spreads a small batch over more of a queue's workers."""
+    this many times the partitions or more to every one. Larger runs cost the broker and
+    the consumers less per message (the measurements are at
+    ``conveyor.transport.kafka.producer.SPREAD_RUN``); smaller ones share a small batch
+    among more of a queue's workers."""
     relay_poll_s: float = 1.0
     """Fallback poll of an idle relay. It wakes on new outbox rows (PostgreSQL
     ``LISTEN/NOTIFY``) and when the earliest delayed row falls due; this bounds the delay
