@@ -134,6 +134,16 @@ class Service:
         """Validate every body first, then store them all in one transaction (all or none).
 
         Returns the new job ids in order."""
+        jobs = await self.parse_many(bodies, tenant=tenant, headers=headers)
+        return [answer.job_id for answer in await self._insert(jobs)]
+
+    async def parse_many(
+        self, bodies: Sequence[Any], *, tenant: str = "default",
+        headers: Mapping[str, str] | None = None,
+    ) -> list[NewJob]:
+        """Validate a batch of job bodies as :meth:`submit_many` does, without storing
+        them: the jobs with their new ids, or :class:`ValidationError` naming the first
+        bad one (``jobs[i]: ...``)."""
         if not bodies:
             raise ValidationError("jobs: expected a non-empty list")
         if len(bodies) > self.limits.max_jobs_per_batch:
@@ -146,7 +156,7 @@ class Service:
                                       job_id=job_id))
             except ValidationError as exc:
                 raise ValidationError(f"jobs[{i}]: {exc}", errors=exc.errors) from exc
-        return [answer.job_id for answer in await self._insert(jobs)]
+        return jobs
 
     async def enqueue(self, task: str, /, **args: Any) -> str:
         """Python convenience: submit one operation of ``task`` with keyword ``args``."""

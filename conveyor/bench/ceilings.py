@@ -5,6 +5,9 @@ figure can be read against the limit of the stage that bounds it.
   Conveyor's settings, driven by the same closed-loop generator as B2.
 * ``api-memory``: ``conveyor serve --store memory://`` under B2: the API, service and
   worker without the durable store.
+* ``parse``: the API's own work on one B2b request, in this process: decode the JSON
+  body of ``--batch-size`` ``sys.noop`` jobs as the route does and validate the jobs
+  (:meth:`conveyor.service.Service.parse_many`), without HTTP and without the store.
 * ``store``: the store adapter called directly in this process: ``insert_jobs`` at
   several jobs per transaction (and many concurrent single-job callers, the group-commit
   path), ``claim`` and ``complete_many`` at several batch sizes, and a claim+complete
@@ -24,10 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..api.body import parse_json
+from ..config import Config, Limits
 from ..model import Claim, NewJob, NewOperation, Outcome
+from ..service import Service, TaskCatalog
 from ..store.base import Store
-from ..tasks import Context
+from ..store.memory import MemoryStore
+from ..tasks import Context, Registry
 from ..wiring import make_store
 from ..worker.pool import ProcessPool
 from .context import NOOP, Deadline, Options, Reporter
@@ -37,7 +43,7 @@ from .stats import rate
 from .tiers import Proc, free_port, wait_ready
 from .workloads import closed_loop
 
-CEILINGS = ("asgi", "api-memory", "store", "pool")
+CEILINGS = ("asgi", "api-memory", "parse", "store", "pool")
 STAGE_S = 2.0
 """Seconds each store or pool measurement runs (bounded by a count too)."""
 
@@ -97,6 +103,36 @@ async def api_memory_ceiling(options: Options, reporter: Reporter, sampler: Samp
         "api-memory", [sys.executable, "-m", "conveyor.cli", "serve", "--store", "memory://",
                        "--port", str(port), "--processes", str(processes)],
         options, reporter, sampler, workdir, port)
+
+
+# --- parse -----------------------------------------------------------------------------
+
+async def parse_ceiling(batch: int, reporter: Reporter, deadline: Deadline
+                        ) -> dict[str, Any]:
+    """Operations per second of one thread decoding and validating B2b's request bodies
+    (what :func:`conveyor.api.submit.submit_batch` does before the store): one core's
+    limit for that stage."""
+    deadline.check("parse ceiling")
+    limits = Limits()
+    store = MemoryStore()  # only read for the catalog of tasks: nothing is stored
+    service = Service(store, TaskCatalog(store, Registry.load()), limits)
+    raw = json.dumps({"jobs": [NOOP] * batch}, separators=(",", ":")).encode()
+    phase = reporter.phase("ceiling: parse", 1)
+
+    async def parse_once() -> None:
+        body = parse_json(raw, limits.max_json_depth + 2)
+        await service.parse_many(body["jobs"])
+
+    try:
+        await parse_once()  # the catalog's first read
+        cpu_started = time.process_time()
+        calls, seconds = await _timed(parse_once, STAGE_S, max(1, 200_000 // batch))
+        cpu_s = time.process_time() - cpu_started
+        phase.update(1)
+    finally:
+        phase.done()
+    return {"batch": batch, "ops_per_s": rate(calls * batch, seconds),
+            "cpu_us_per_op": round(cpu_s / (calls * batch) * 1e6, 2)}
 
 
 # --- store -----------------------------------------------------------------------------
@@ -263,6 +299,8 @@ def _summarize(raw: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         comparisons.append({"workload": workload, "stage": stage,
                             "ratio": round(figure / ceiling, 3), "detail": detail})
 
+    failed = {name: r["error"] for name, r in raw.items() if "error" in r}
+    raw = {name: r for name, r in raw.items() if name not in failed}
     b1 = results.get("b1", {}).get("ops_per_s")
     b2 = results.get("b2", {}).get("throughput_per_s")
     b2b = results.get("b2b", {}).get("ops_per_s")
@@ -283,6 +321,14 @@ def _summarize(raw: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
                          f"p50 {lat['p50']} / p99 {lat['p99']} ms"))
         compare("B2", b2, "API on memory store", r["throughput_per_s"],
                 "what durability (SQLite) costs the API path")
+    parse = raw.get("parse")
+    if parse:
+        rows.append(_row(f"API batch parse, {parse['batch']} jobs per request",
+                         _fmt(parse["ops_per_s"], "ops/s"),
+                         f"{parse['cpu_us_per_op']} µs CPU per job: JSON decoding and "
+                         "validation on one thread, without HTTP or the store"))
+        compare("B2b", b2b, "API batch parse", parse["ops_per_s"],
+                f"{_fmt(b2b, 'ops/s')} ingested")
     s = raw.get("store")
     if s:
         for size, v in s["insert"].items():
@@ -299,6 +345,14 @@ def _summarize(raw: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         compare("B1", b1, "store claim+complete cycle", cycle, f"{_fmt(b1, 'ops/s')} drained")
         ins = s["insert"].get("1000", {}).get("ops_per_s")
         compare("B2b", b2b, "store insert 1000/txn", ins, f"{_fmt(b2b, 'ops/s')} ingested")
+        if parse and ins and parse["batch"] == 1000:
+            series = 1 / (1 / parse["ops_per_s"] + 1 / ins)
+            rows.append(_row("API batch parse, then store insert", _fmt(series, "ops/s"),
+                             "one after the other on one core; on two cores, side by "
+                             f"side, at most {_fmt(min(parse['ops_per_s'], ins), 'ops/s')} "
+                             "(the slower stage)"))
+            compare("B2b", b2b, "parse, then insert", series,
+                    f"{_fmt(b2b, 'ops/s')} ingested, workers running")
         single = s["insert"].get("1 x 64 callers", {}).get("ops_per_s")
         compare("B2", b2, "store group-commit inserts", single,
                 f"{_fmt(b2, 'req/s')} of {_fmt(single, 'ops/s')}")
@@ -312,6 +366,8 @@ def _summarize(raw: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
                          " ops/s"))
         compare("B4", b4, "process pool alone", p["cpu_10ms"]["efficiency"],
                 "efficiency relative to the pool's own")
+    for name, error in failed.items():
+        rows.append(_row(f"{name}: not measured", "-", error))
     return {"rows": rows, "comparisons": comparisons}
 
 
@@ -329,6 +385,8 @@ async def run_ceilings(names: list[str], options: Options, reporter: Reporter,
             elif name == "api-memory":
                 raw["api-memory"] = await api_memory_ceiling(options, reporter, sampler,
                                                              workdir, processes)
+            elif name == "parse":
+                raw["parse"] = await parse_ceiling(options.b2b_batch, reporter, deadline)
             elif name == "store":
                 url = store_url or f"sqlite:///{workdir / 'store-ceiling.db'}"
                 raw["store"] = await store_ceiling(url, reporter, deadline,

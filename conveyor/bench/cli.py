@@ -219,7 +219,7 @@ def bench(
         "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4,b5 (all: b1 to b4; "
                                   "b5, the long memory run, only when named)")] = "all",
     ceilings: Annotated[str, typer.Option(
-        "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,store,pool "
+        "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,parse,store,pool "
                            "(or all, or none)")] = "none",
     ops: Annotated[int, typer.Option("--ops", min=1, help="B1: operations to drain")
                    ] = 50_000,

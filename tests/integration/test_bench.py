@@ -143,6 +143,30 @@ def test_bench_b5_samples_the_worker_rss(tmp_path: Path) -> None:
         assert b5["flat"] == (rss["growth_pct"] <= b5["flat_pct"])
 
 
+@pytest.mark.timeout(120)
+def test_bench_reads_b2b_against_the_parse_and_store_ceilings(tmp_path: Path) -> None:
+    """``--ceilings parse,store``: the API's batch parse and the store's inserts are
+    measured on their own, and B2b is read against each and against the two in series."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "conveyor.cli", "bench", "--tier", "embedded",
+           "--workloads", "b2b", "--batch-ops", "4000", "--ceilings", "parse,store",
+           "--processes", "1", "--deadline", "80", "--workdir", str(tmp_path / "work"),
+           "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+    b2b = report["results"]["b2b"]
+    assert b2b["ops"] == 4000 and b2b["ops_per_s"] > 0
+    parse = report["ceilings"]["raw"]["parse"]
+    assert parse["batch"] == 1000 and parse["ops_per_s"] > 0 and parse["cpu_us_per_op"] > 0
+    insert = report["ceilings"]["raw"]["store"]["insert"]["1000"]["ops_per_s"]
+    ratios = {c["stage"]: c["ratio"] for c in report["ceilings"]["comparisons"]
+              if c["workload"] == "B2b"}
+    assert ratios["API batch parse"] == round(b2b["ops_per_s"] / parse["ops_per_s"], 3)
+    series = 1 / (1 / parse["ops_per_s"] + 1 / insert)
+    assert ratios["parse, then insert"] == round(b2b["ops_per_s"] / series, 3)
+
+
 def test_bench_all_leaves_out_b5() -> None:
     from conveyor.bench.cli import SELECTABLE, _parse_list
     from conveyor.bench.workloads import WORKLOADS
