@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from conveyor.config import Limits
-from conveyor.errors import IdempotencyConflict
+from conveyor.errors import IdempotencyConflict, ValidationError
 from conveyor.model import Job, JobStatus, OpStatus, TaskInfo
 from conveyor.service import Service, TaskCatalog
 from conveyor.store.memory import MemoryStore
@@ -53,3 +53,17 @@ async def test_an_idempotent_repeat_answers_the_original_job() -> None:
     assert store.job_reads == 1  # only the repeat reads the stored job
     with pytest.raises(IdempotencyConflict):
         await service.submit({"task": "t.echo", "args": {"x": 2}}, idempotency_key="k")
+
+
+async def test_parse_many_validates_a_batch_without_storing_it() -> None:
+    service, store = await _service()
+    jobs = await service.parse_many([{"task": "t.echo", "args": {"x": i}} for i in range(3)],
+                                    tenant="acme", headers={"traceparent": "00-ab"})
+    assert [job.operations[0].args for job in jobs] == [{"x": 0}, {"x": 1}, {"x": 2}]
+    assert len({job.id for job in jobs}) == 3
+    assert {(job.tenant, job.headers["traceparent"]) for job in jobs} == {("acme", "00-ab")}
+    assert await store.get_jobs([job.id for job in jobs]) == []  # nothing stored
+    with pytest.raises(ValidationError, match=r"^jobs\[1\]: "):
+        await service.parse_many([{"task": "t.echo"}, {"task": "t.nope"}])
+    with pytest.raises(ValidationError, match="non-empty"):
+        await service.parse_many([])
