@@ -96,8 +96,8 @@ def run_conveyor(args: argparse.Namespace, system: str, out: Path, ceilings: boo
            "--duration", str(args.duration), "--connections", args.connections,
            "--batch-ops", str(args.batch_ops),
            "--deadline", str(args.deadline), "--out", str(out), "--quiet"]
-    if ceilings:
-        cmd += ["--ceilings", "all"]
+    if ceilings:  # the log's own ceiling on the Kafka tier, every other on the embedded
+        cmd += ["--ceilings", "kafka" if tier == "kafka" else "all"]
     if tier == "embedded":
         return subprocess.run(cmd, cwd=REPO, timeout=args.deadline * 8).returncode
     # A fresh database (and, for Kafka, fresh topics) per run: no run drains another's rows.
@@ -113,6 +113,17 @@ def run_conveyor(args: argparse.Namespace, system: str, out: Path, ceilings: boo
     finally:
         subprocess.run([str(REPO / "scripts" / "postgres.sh"), "dropdb", name], cwd=REPO,
                        capture_output=True, timeout=120)
+
+
+def merged_ceilings(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The stage ceilings of the first repetitions (the embedded tier's, then the Kafka
+    tier's log) as one table: their rows, then their comparisons."""
+    found = [p for p in parts if p]
+    if not found:
+        return None
+    return {"rows": [r for p in found for r in p.get("rows", [])],
+            "comparisons": [c for p in found for c in p.get("comparisons", [])],
+            "raw": {k: v for p in found for k, v in p.get("raw", {}).items()}}
 
 
 def fresh_database(name: str) -> str:
@@ -266,8 +277,8 @@ def main() -> None:
             started = time.monotonic()
             try:
                 if system in TIERS:
-                    code = run_conveyor(args, system, out, ceilings=system == "conveyor"
-                                        and rep == 1 and not args.no_ceilings)
+                    code = run_conveyor(args, system, out, ceilings=system in (
+                        "conveyor", "conveyor-kafka") and rep == 1 and not args.no_ceilings)
                 else:
                     code = run_peer(args, system, out)
             except subprocess.TimeoutExpired:
@@ -284,7 +295,8 @@ def main() -> None:
                            for i in range(len(v))] for s, v in runs.items()}
     conveyor_runs = runs.get("conveyor", [])
     if conveyor_runs:
-        summary["ceilings"] = conveyor_runs[0].get("ceilings")
+        summary["ceilings"] = merged_ceilings(
+            [runs[s][0].get("ceilings") for s in ("conveyor", "conveyor-kafka") if runs.get(s)])
         summary["conveyor_target"] = conveyor_runs[0].get("target")
     (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)

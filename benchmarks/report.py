@@ -100,8 +100,8 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
             lines.append(f"| {row['stage']} | {row['value']} | {row.get('detail', '')} |")
         for c in ceilings.get("comparisons", []):
             ratio = c.get("ratio")
-            lines.append(f"| **{c['workload']}** vs {c['stage']} | "
-                         f"{'-' if ratio is None else f'{ratio * 100:.0f} %'} | "
+            shown = c.get("shown") or ("-" if ratio is None else f"{ratio * 100:.0f} %")
+            lines.append(f"| **{c['workload']}** vs {c['stage']} | {shown} | "
                          f"{c.get('detail', '')} |")
     if png_name:
         lines += ["", f"![Conveyor and peers]({png_name})"]

@@ -14,6 +14,9 @@ figure can be read against the limit of the stage that bounds it.
   cycle (the store's own drain limit).
 * ``pool``: :class:`conveyor.worker.pool.ProcessPool` dispatch of a trivial ``def`` task,
   and its efficiency on 10 ms CPU tasks.
+* ``kafka``: the Kafka client and broker on their own (:mod:`.kafka_ceiling`): produce
+  at the relay's batch sizes, consume, and one message through the log at a time. Needs
+  ``--kafka-bootstrap``; ``all`` includes it only then.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from ..wiring import make_store
 from ..worker.pool import ProcessPool
 from .context import NOOP, Deadline, Options, Reporter
 from .http import HttpPool
+from .kafka_ceiling import kafka_ceiling
 from .procstat import Sampler
 from .stats import rate
 from .tiers import Proc, free_port, wait_ready
 from .workloads import closed_loop
 
-CEILINGS = ("asgi", "api-memory", "parse", "store", "pool")
+CEILINGS = ("asgi", "api-memory", "parse", "store", "pool", "kafka")
 STAGE_S = 2.0
 """Seconds each store or pool measurement runs (bounded by a count too)."""
 
@@ -287,17 +291,23 @@ def _fmt(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.0f} {unit}"
 
 
-def _summarize(raw: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    """Table rows, and each workload's figure against the ceiling of its stage."""
+def _summarize(raw: dict[str, Any], results: dict[str, Any], tier: str | None = None
+               ) -> dict[str, Any]:
+    """Table rows, and each workload's figure against the ceiling of its stage (the log's
+    ceilings only against the Kafka tier's workloads)."""
     rows: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
 
     def compare(workload: str, figure: float | None, stage: str, ceiling: float | None,
-                detail: str) -> None:
+                detail: str, latency: bool = False) -> None:
+        """``figure / ceiling``: a share of a rate ("77 %"), or for a latency how many
+        times its floor it takes ("7.9x")."""
         if figure is None or not ceiling:
             return
-        comparisons.append({"workload": workload, "stage": stage,
-                            "ratio": round(figure / ceiling, 3), "detail": detail})
+        ratio = round(figure / ceiling, 3)
+        comparisons.append({"workload": workload, "stage": stage, "ratio": ratio,
+                            "shown": f"{ratio:.1f}x" if latency else f"{ratio * 100:.0f} %",
+                            "detail": detail})
 
     failed = {name: r["error"] for name, r in raw.items() if "error" in r}
     raw = {name: r for name, r in raw.items() if name not in failed}
@@ -366,14 +376,47 @@ def _summarize(raw: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
                          " ops/s"))
         compare("B4", b4, "process pool alone", p["cpu_10ms"]["efficiency"],
                 "efficiency relative to the pool's own")
+    k = raw.get("kafka")
+    if k:
+        _kafka_rows(k, results if tier == "kafka" else {}, rows.append, compare)
     for name, error in failed.items():
         rows.append(_row(f"{name}: not measured", "-", error))
     return {"rows": rows, "comparisons": comparisons}
 
 
+def _kafka_rows(k: dict[str, Any], results: dict[str, Any],
+                row: Callable[[dict[str, Any]], None],
+                compare: Callable[..., None]) -> None:
+    """The log's rows; B1 against the consumer and B3's wait after the log against one
+    message's trip, for the Kafka tier's ``results`` (empty otherwise)."""
+    for batch, p in k["produce"].items():
+        broker = p.get("broker_cpu_us_per_message")
+        row(_row(f"Kafka produce, {batch} per flush", _fmt(p["messages_per_s"], "msgs/s"),
+                 f"flush p50 {p['flush_ms']['p50']} / p99 {p['flush_ms']['p99']} ms; "
+                 f"{p['cpu_us_per_message']} µs CPU per message in the client"
+                 + (f", {broker} in the broker" if broker is not None else "")))
+    c = k["consume"]
+    row(_row("Kafka consume, one consumer", _fmt(c["messages_per_s"], "msgs/s"),
+             f"{c['cpu_us_per_message']} µs CPU per message in the client"))
+    one = k["one_message"]
+    hop, ack = one["to_consumer_ms"], one["ack_ms"]
+    row(_row("Kafka, one message produce → consume", f"p50 {hop['p50']} ms",
+             f"p99 {hop['p99']} ms; acknowledged p50 {ack['p50']} / p99 {ack['p99']} ms; "
+             f"{one['messages']} messages one at a time"))
+    b1 = results.get("b1", {}).get("ops_per_s")
+    compare("B1 (Kafka tier)", b1, "Kafka consume", c["messages_per_s"],
+            f"{_fmt(b1, 'ops/s')} drained, each leased and recorded in the store")
+    after = (results.get("b3", {}).get("enqueue_to_start_parts_ms", {})
+             .get("log_to_start", {}).get("p50"))
+    compare("B3 (Kafka tier)", after, "one message through Kafka", hop["p50"],
+            f"B3's wait after the log, p50 {after} ms, against one message's produce → "
+            f"consume p50 {hop['p50']} ms", latency=True)
+
+
 async def run_ceilings(names: list[str], options: Options, reporter: Reporter,
                        sampler: Sampler, results: dict[str, Any], *, store_url: str | None,
-                       workdir: Path, processes: int, sqlite_synchronous: str = "FULL"
+                       workdir: Path, processes: int, sqlite_synchronous: str = "FULL",
+                       kafka_bootstrap: str | None = None, tier: str | None = None
                        ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = Deadline(options.deadline_s)
@@ -393,7 +436,12 @@ async def run_ceilings(names: list[str], options: Options, reporter: Reporter,
                                                    sqlite_synchronous)
             elif name == "pool":
                 raw["pool"] = await pool_ceiling(processes, reporter, deadline)
+            elif name == "kafka":
+                if not kafka_bootstrap:
+                    raise ValueError("the kafka ceiling needs --kafka-bootstrap")
+                raw["kafka"] = await kafka_ceiling(kafka_bootstrap, reporter, deadline,
+                                                   sampler)
         except Exception as exc:  # one ceiling failing must not lose the others
             raw[name] = {"error": f"{type(exc).__name__}: {exc}"}
             reporter.note(f"[red]ceiling {name}: {exc}[/]")
-    return {"raw": raw, **_summarize(raw, results)}
+    return {"raw": raw, **_summarize(raw, results, tier)}

@@ -136,7 +136,8 @@ def make_target(*, url: str | None, tier: str, store: str | None,
 async def run_bench(target: Target, names: list[str], ceilings: list[str], options: Options,
                     reporter: RichReporter, report: dict[str, Any],
                     store_url: str | None, workdir: Path,
-                    sqlite_synchronous: str = "FULL") -> bool:
+                    sqlite_synchronous: str = "FULL",
+                    kafka_bootstrap: str | None = None) -> bool:
     """Run every selected workload (and ceiling) into ``report``; False if any failed."""
     _cancel_on_sigterm()
     groups = {**target.groups(), "generator": lambda: [os.getpid()]}
@@ -158,7 +159,8 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
             report["ceilings"] = await run_ceilings(
                 ceilings, options, reporter, sampler, report["results"],
                 store_url=store_url, workdir=workdir / "ceilings",
-                processes=target.processes, sqlite_synchronous=sqlite_synchronous)
+                processes=target.processes, sqlite_synchronous=sqlite_synchronous,
+                kafka_bootstrap=kafka_bootstrap, tier=report["target"].get("tier"))
     finally:
         sampler.stop()
     return ok
@@ -192,6 +194,19 @@ def _parse_counts(value: str, option: str) -> list[int]:
     return list(dict.fromkeys(counts))
 
 
+def _ceiling_names(value: str, kafka_bootstrap: str | None) -> list[str]:
+    """``--ceilings``: ``none``, ``all`` (the log's only with a broker to measure), or
+    names; the log's ceiling named without ``--kafka-bootstrap`` is refused."""
+    if value.strip().lower() == "none":
+        return []
+    names = _parse_list(value, CEILINGS, "ceiling")
+    if "kafka" in names and not kafka_bootstrap:
+        if value.strip().lower() == "all":
+            return [n for n in names if n != "kafka"]
+        raise typer.BadParameter("the kafka ceiling needs --kafka-bootstrap host:port")
+    return names
+
+
 def _parse_list(value: str, known: dict[str, Any] | tuple[str, ...], what: str,
                 everything: dict[str, Any] | tuple[str, ...] | None = None) -> list[str]:
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
@@ -214,13 +229,15 @@ def bench(
     ] = "embedded",
     store: Annotated[str | None, typer.Option(
         "--store", help="Store URL for --tier postgres|kafka (postgresql://...)")] = None,
-    kafka_bootstrap: Annotated[str | None, typer.Option("--kafka-bootstrap")] = None,
+    kafka_bootstrap: Annotated[str | None, typer.Option(
+        "--kafka-bootstrap", help="The broker of --tier kafka, and of the kafka ceiling "
+                                  "(with any target)")] = None,
     workloads: Annotated[str, typer.Option(
         "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4,b5 (all: b1 to b4; "
                                   "b5, the long memory run, only when named)")] = "all",
     ceilings: Annotated[str, typer.Option(
-        "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,parse,store,pool "
-                           "(or all, or none)")] = "none",
+        "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,parse,store,"
+                           "pool,kafka (or all, or none)")] = "none",
     ops: Annotated[int, typer.Option("--ops", min=1, help="B1: operations to drain")
                    ] = 50_000,
     connections: Annotated[str, typer.Option(
@@ -289,8 +306,7 @@ def bench(
 ) -> None:
     """Measure throughput, latency and CPU cost of a Conveyor server."""
     names = _parse_list(workloads, SELECTABLE, "workload", everything=WORKLOADS)
-    ceiling_names = [] if ceilings.strip().lower() == "none" else _parse_list(
-        ceilings, CEILINGS, "ceiling")
+    ceiling_names = _ceiling_names(ceilings, kafka_bootstrap)
     if sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise typer.BadParameter("--sqlite-synchronous: FULL, NORMAL or EXTRA")
     rate_per_s, rate_of_b2 = _parse_rate(rate, names)
@@ -332,7 +348,7 @@ def bench(
             with reporter.progress, _event_loop_runner() as runner:
                 ok = runner.run(run_bench(target, names, ceiling_names, options, reporter,
                                           report, store_url, work,
-                                          sqlite_synchronous.upper()))
+                                          sqlite_synchronous.upper(), kafka_bootstrap))
         except asyncio.CancelledError:  # SIGTERM (see _cancel_on_sigterm)
             err.print("[bold red]stopped by SIGTERM[/]: stopping the servers it started",
                       highlight=False)

@@ -191,6 +191,7 @@ def ceilings_table(report: dict[str, Any]) -> Table | None:
     comparisons = ceilings.get("comparisons", [])
     for c in comparisons:
         table.add_row(f"[bold]{c['workload']}[/] vs {c['stage']}",
-                      f"{c['ratio'] * 100:.0f} %" if c.get("ratio") is not None else "-",
+                      c.get("shown") or (f"{c['ratio'] * 100:.0f} %"
+                                         if c.get("ratio") is not None else "-"),
                       c.get("detail", ""))
     return table

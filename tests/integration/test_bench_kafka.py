@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from tests.support.kafka import bootstrap, unique_prefix
 from tests.support.postgres import create_database, drop_database
@@ -78,11 +79,12 @@ def test_bench_b1_and_b4_on_the_kafka_tier(tmp_path: Path) -> None:
     assert shares == pytest.approx(1.0, abs=0.01)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_bench_runs_the_relay_inside_the_api_by_default(tmp_path: Path) -> None:
+    """Also the log's own ceiling, on the tier's broker: B1 is read against it."""
     report = run_bench(tmp_path, "conveyor_bench_kafka_api_relay", 2, "--workloads", "b1",
-                       "--ops", "500", "--processes", "1", "--deadline", "60",
-                       timeout_s=110)
+                       "--ops", "500", "--processes", "1", "--deadline", "90",
+                       "--ceilings", "kafka", timeout_s=140)
     assert report["target"]["relay"] == "api"
     work = tmp_path / "work"
     assert not any(work.glob("*-relay.log")), "no relay process of its own"
@@ -91,6 +93,27 @@ def test_bench_runs_the_relay_inside_the_api_by_default(tmp_path: Path) -> None:
     b1 = report["results"]["b1"]
     assert b1["ops"] == 500 and b1["outcomes"] == {"succeeded": 500}
     assert "relay" not in b1["cpu"] and b1["load"]["cpu"]["api"]["cpu_s"] > 0
+
+    log = report["ceilings"]["raw"]["kafka"]
+    assert "error" not in log, log
+    assert log["partitions"] == 2 and log["message_bytes"] > 0
+    produced = 0
+    for batch in ("1", "16", "500"):
+        p = log["produce"][batch]
+        assert p["messages"] > 0 and p["messages"] % int(batch) == 0
+        assert p["messages_per_s"] > 0 and p["flush_ms"]["p50"] > 0
+        assert p["cpu_us_per_message"] > 0
+        produced += p["messages"]
+    assert log["produce"]["500"]["broker_cpu_us_per_message"] is not None  # the tier's broker
+    assert log["consume"]["messages"] == produced, "every message produced is read back"
+    one = log["one_message"]
+    assert one["messages"] > 0 and one["to_consumer_ms"]["count"] == one["messages"]
+    assert one["ack_ms"]["p50"] > 0 and one["to_consumer_ms"]["p50"] > 0
+    [versus] = [c for c in report["ceilings"]["comparisons"]
+                if c["workload"] == "B1 (Kafka tier)"]
+    assert versus["ratio"] == round(b1["ops_per_s"] / log["consume"]["messages_per_s"], 3)
+    topics = AdminClient({"bootstrap.servers": bootstrap()}).list_topics(timeout=10).topics
+    assert log["topic"] not in topics, "the ceiling deletes its topic"
 
 
 @pytest.mark.timeout(120)

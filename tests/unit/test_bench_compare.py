@@ -1,11 +1,12 @@
-"""The comparison summary: medians per system, Conveyor/peer ratios, and each tier's B1
-rate against Celery and the fastest peer (pure logic over run reports)."""
+"""The comparison summary: medians per system, Conveyor/peer ratios, each tier's B1
+rate against Celery and the fastest peer, and the stage ceilings of two tiers as one table
+(pure logic over run reports)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.compare import deadline_s, summarize
+from benchmarks.compare import deadline_s, merged_ceilings, summarize
 from benchmarks.report import markdown
 
 
@@ -38,3 +39,19 @@ def test_tiers_are_compared_with_celery_and_the_fastest_peer() -> None:
 def test_the_deadline_leaves_room_for_a_slow_drain_of_every_operation() -> None:
     assert deadline_s(20_000) == 300.0
     assert deadline_s(100_000) == 1000.0  # 100 ops/s at the slowest
+
+
+def test_the_embedded_ceilings_and_the_logs_make_one_table() -> None:
+    embedded = {"rows": [{"stage": "store insert", "value": "1 ops/s"}], "raw": {"store": {}},
+                "comparisons": [{"workload": "B1", "stage": "store", "ratio": 0.5}]}
+    kafka = {"rows": [{"stage": "Kafka consume", "value": "2 msgs/s"}], "raw": {"kafka": {}},
+             "comparisons": [{"workload": "B1 (Kafka tier)", "stage": "Kafka consume",
+                              "ratio": 0.02, "shown": "2 %"}]}
+    merged = merged_ceilings([embedded, kafka])
+    assert merged is not None
+    assert [r["stage"] for r in merged["rows"]] == ["store insert", "Kafka consume"]
+    assert [c["workload"] for c in merged["comparisons"]] == ["B1", "B1 (Kafka tier)"]
+    assert set(merged["raw"]) == {"store", "kafka"}
+    assert merged_ceilings([None, None]) is None
+    assert "| **B1 (Kafka tier)** vs Kafka consume | 2 % |" in markdown(
+        {"systems": {}, "ceilings": merged}, None)

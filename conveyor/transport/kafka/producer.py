@@ -73,6 +73,12 @@ class KafkaPublisher:
         self._next_partition: dict[str, int] = {}  # where a topic's next batch starts
         self._random = random.Random()
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The producer's librdkafka settings (a copy): what a benchmark of the client on
+        its own must use to measure the same thing."""
+        return dict(self._settings)
+
     def _ensure_producer(self) -> Any:
         from confluent_kafka import Producer
 
