@@ -38,7 +38,7 @@ from ..config import kafka_client_options, load_config
 from ..store.base import OutboxEntry
 from ..transport.kafka.client import KafkaClient
 from ..transport.kafka.messages import encode
-from ..transport.kafka.producer import SPREAD_RUN, KafkaPublisher, spread
+from ..transport.kafka.producer import KafkaPublisher, spread
 from ..transport.kafka.topics import Topics
 from ..wiring import kafka_settings
 from .context import Deadline, Reporter
@@ -75,7 +75,9 @@ class _LogRun:
         self.topics = Topics(self.client, settings.partitions, settings.topic_prefix)
         self.topic = self.topics.topic(self.queue)
         self.partitions = settings.partitions
-        self._producer_settings = KafkaPublisher(self.topics).settings
+        self._spread_run = config.relay_spread_run
+        self._producer_settings = KafkaPublisher(self.topics,
+                                                 spread_run=self._spread_run).settings
         self._consumer_settings = {
             **settings.consumer_settings(self.queue, "conveyor-bench-ceiling"),
             "group.id": f"conveyor-bench-ceiling-{secrets.token_hex(4)}"}
@@ -110,7 +112,7 @@ class _LogRun:
         cpu_start = time.process_time()
         started = time.perf_counter()
         while time.perf_counter() - started < limit_s and sent < MAX_MESSAGES:
-            targets = spread(batch, self.partitions, self._next_partition, SPREAD_RUN)
+            targets = spread(batch, self.partitions, self._next_partition, self._spread_run)
             for partition in targets:
                 self._producer.produce(self.topic, self.value, self.key, partition,
                                        headers=self.headers, on_delivery=delivered)
