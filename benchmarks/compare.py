@@ -293,10 +293,10 @@ def main() -> None:
     summary["command"] = " ".join(["python -m benchmarks.compare", *sys.argv[1:]])
     summary["runs"] = {s: [str(args.out_dir / f"rep{i + 1}-{s}.json")
                            for i in range(len(v))] for s, v in runs.items()}
+    summary["ceilings"] = merged_ceilings(
+        [runs[s][0].get("ceilings") for s in ("conveyor", "conveyor-kafka") if runs.get(s)])
     conveyor_runs = runs.get("conveyor", [])
     if conveyor_runs:
-        summary["ceilings"] = merged_ceilings(
-            [runs[s][0].get("ceilings") for s in ("conveyor", "conveyor-kafka") if runs.get(s)])
         summary["conveyor_target"] = conveyor_runs[0].get("target")
     (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
