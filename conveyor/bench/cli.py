@@ -234,7 +234,8 @@ def bench(
                                   "(with any target)")] = None,
     workloads: Annotated[str, typer.Option(
         "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4,b5 (all: b1 to b4; "
-                                  "b5, the long memory run, only when named)")] = "all",
+                                  "b5, the long memory run, only when named; none: "
+                                  "only the ceilings)")] = "all",
     ceilings: Annotated[str, typer.Option(
         "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,parse,store,"
                            "pool,kafka (or all, or none)")] = "none",
@@ -305,8 +306,12 @@ def bench(
                      ] = False,
 ) -> None:
     """Measure throughput, latency and CPU cost of a Conveyor server."""
-    names = _parse_list(workloads, SELECTABLE, "workload", everything=WORKLOADS)
+    names = [] if workloads.strip().lower() == "none" else _parse_list(
+        workloads, SELECTABLE, "workload", everything=WORKLOADS)
     ceiling_names = _ceiling_names(ceilings, kafka_bootstrap)
+    if not names and not ceiling_names:
+        raise typer.BadParameter("nothing to run: name a workload (-w) or a ceiling "
+                                 "(--ceilings)")
     if sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise typer.BadParameter("--sqlite-synchronous: FULL, NORMAL or EXTRA")
     rate_per_s, rate_of_b2 = _parse_rate(rate, names)
@@ -364,7 +369,8 @@ def bench(
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
-        out.print(results_table(report))
+        if names:
+            out.print(results_table(report))
         table = ceilings_table(report)
         if table is not None:
             out.print(table)

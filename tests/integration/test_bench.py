@@ -105,6 +105,8 @@ def test_bench_b2_sweeps_connection_counts_and_b3_halves_the_best(tmp_path: Path
     (["--connections", "many"], "--connections: whole numbers of at least 1"),
     (["--url", "http://127.0.0.1:1", "--workers", "2"],
      "--workers applies to the postgres and kafka tiers only, not to a running server"),
+    (["-w", "none"], "nothing to run: name a workload (-w) or a ceiling (--ceilings)"),
+    (["-w", "b1", "--ceilings", "kafka"], "the kafka ceiling needs --kafka-bootstrap"),
 ])
 def test_bench_rejects_a_rate_it_cannot_follow(tmp_path: Path, args: list[str],
                                                message: str) -> None:
@@ -165,6 +167,21 @@ def test_bench_reads_b2b_against_the_parse_and_store_ceilings(tmp_path: Path) ->
     assert ratios["API batch parse"] == round(b2b["ops_per_s"] / parse["ops_per_s"], 3)
     series = 1 / (1 / parse["ops_per_s"] + 1 / insert)
     assert ratios["parse, then insert"] == round(b2b["ops_per_s"] / series, 3)
+
+
+@pytest.mark.timeout(120)
+def test_bench_runs_only_the_ceilings_with_no_workload(tmp_path: Path) -> None:
+    """``-w none``: the ceilings alone; no tier is started and no workload reported."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "conveyor.cli", "bench", "-w", "none",
+                           "--ceilings", "parse", "--workdir", str(tmp_path / "work"),
+                           "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+    assert report["results"] == {}
+    assert report["ceilings"]["raw"]["parse"]["ops_per_s"] > 0
+    assert not any((tmp_path / "work").glob("*.log")), "no server was started"
 
 
 def test_bench_all_leaves_out_b5() -> None:
