@@ -197,8 +197,6 @@ def _parse_counts(value: str, option: str) -> list[int]:
 def _ceiling_names(value: str, kafka_bootstrap: str | None) -> list[str]:
     """``--ceilings``: ``none``, ``all`` (the log's only with a broker to measure), or
     names; the log's ceiling named without ``--kafka-bootstrap`` is refused."""
-    if value.strip().lower() == "none":
-        return []
     names = _parse_list(value, CEILINGS, "ceiling")
     if "kafka" in names and not kafka_bootstrap:
         if value.strip().lower() == "all":
@@ -209,7 +207,11 @@ def _ceiling_names(value: str, kafka_bootstrap: str | None) -> list[str]:
 
 def _parse_list(value: str, known: dict[str, Any] | tuple[str, ...], what: str,
                 everything: dict[str, Any] | tuple[str, ...] | None = None) -> list[str]:
+    """Comma-separated names of ``known``; ``none`` is none, ``all`` is ``everything``
+    (default: every known one)."""
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if names == ["none"]:
+        return []
     if names == ["all"]:
         return list(known if everything is None else everything)
     unknown = [n for n in names if n not in known]
@@ -306,8 +308,7 @@ def bench(
                      ] = False,
 ) -> None:
     """Measure throughput, latency and CPU cost of a Conveyor server."""
-    names = [] if workloads.strip().lower() == "none" else _parse_list(
-        workloads, SELECTABLE, "workload", everything=WORKLOADS)
+    names = _parse_list(workloads, SELECTABLE, "workload", everything=WORKLOADS)
     ceiling_names = _ceiling_names(ceilings, kafka_bootstrap)
     if not names and not ceiling_names:
         raise typer.BadParameter("nothing to run: name a workload (-w) or a ceiling "
