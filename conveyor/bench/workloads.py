@@ -32,8 +32,9 @@ from .http import HttpPool, LoadError, job_id_of
 from .log_stages import publish_times, split
 from .stats import rate, summarize_ms
 
-B3_WARMUP_JOBS = 20
-"""Jobs B3 runs to completion before its measured arrivals begin."""
+WARMUP_JOBS = 20
+"""Jobs B2, B2b and B3 run to completion before they measure: the processes they start are
+past their own start-up (imports, the process pool, a consumer group's assignment)."""
 
 
 # --- B1 and B4: drain -----------------------------------------------------------------
@@ -185,11 +186,33 @@ async def closed_loop(bench: Bench, pool: HttpPool, raw: bytes, connections: int
     }
 
 
+async def warm_up(bench: Bench, deadline: Deadline, label: str) -> None:
+    """Run :data:`WARMUP_JOBS` jobs to completion, one request after another: the whole
+    path (API, transport, worker, its process pool, a consumer group's first assignment)
+    has run before anything is measured, so start-up is reported neither as latency nor
+    as a share of a throughput window's CPU."""
+    pool = HttpPool(bench.target.url, connections=1, timeout_s=60)
+    try:
+        raw = pool.encode("POST", "/v1/jobs", json.dumps(NOOP, separators=(",", ":")).encode())
+        before = await queue_counts(pool)
+        ids: list[str] = []
+        for _ in range(WARMUP_JOBS):
+            status, body = await pool.send(raw)
+            job_id = job_id_of(body) if 200 <= status < 300 else None
+            if job_id is not None:
+                ids.append(job_id)
+        await wait_finished(bench, pool, ids, done_count(before) + len(ids),
+                            done_count(before), deadline, label)
+    finally:
+        await pool.close()
+
+
 async def b2(bench: Bench) -> dict[str, Any]:
-    """The closed loop at ``b2_connections`` submitters, then at each count of the sweep
-    (the workers finish what each point submitted before the next). With a sweep, the
-    result is its point with the highest throughput whose p95 stays under the bound
-    (the one with the lowest p95 if none does), and ``sweep`` lists every point."""
+    """After :func:`warm_up`, the closed loop at ``b2_connections`` submitters, then at
+    each count of the sweep (the workers finish what each point submitted before the
+    next). With a sweep, the result is its point with the highest throughput whose p95
+    stays under the bound (the one with the lowest p95 if none does), and ``sweep``
+    lists every point."""
     o = bench.options
     deadline = Deadline(o.deadline_s)
     counts = list(dict.fromkeys((o.b2_connections, *o.b2_sweep)))
@@ -197,6 +220,7 @@ async def b2(bench: Bench) -> dict[str, Any]:
     await bench.start()
     points = []
     try:
+        await warm_up(bench, deadline, "B2: warm-up")
         for connections in counts:
             pool = HttpPool(bench.target.url, connections=connections, timeout_s=60)
             try:
@@ -213,7 +237,8 @@ async def b2(bench: Bench) -> dict[str, Any]:
     start, end = result.pop("window")
     sweep = {"sweep": [_point(p) for p in points],
              "p95_bound_ms": o.b2_p95_bound_ms} if len(points) > 1 else {}
-    return {"workload": "b2", "title": "B2 closed loop", "task": "sys.noop", **result,
+    return {"workload": "b2", "title": "B2 closed loop", "task": "sys.noop",
+            "warmup_jobs": WARMUP_JOBS, **result,
             **sweep, "rss_mib": bench.sampler.rss_window(start, end)}
 
 
@@ -245,6 +270,7 @@ async def b2b(bench: Bench) -> dict[str, Any]:
     pool = HttpPool(bench.target.url, connections=max(o.b2b_connections, 4), timeout_s=120)
     latencies: list[float] = []
     try:
+        await warm_up(bench, deadline, "B2b: warm-up")
         started = time.time()
         ids = await submit_batches(bench, pool, NOOP, o.b2b_ops, o.b2b_batch,
                                    o.b2b_connections, deadline, "B2b batch ingest", latencies)
@@ -255,6 +281,7 @@ async def b2b(bench: Bench) -> dict[str, Any]:
         await asyncio.to_thread(bench.target.stop)
     return {
         "workload": "b2b", "title": "B2b batch ingest", "task": "sys.noop",
+        "warmup_jobs": WARMUP_JOBS,
         "ops": len(ids), "batch": o.b2b_batch, "connections": o.b2b_connections,
         "workers": "running", "duration_s": round(ended - started, 3),
         "ops_per_s": rate(len(ids), ended - started),
@@ -336,22 +363,6 @@ async def open_loop(bench: Bench, pool: HttpPool, raw: bytes, rate_per_s: float,
     }
 
 
-async def warm_up(bench: Bench, pool: HttpPool, raw: bytes, n: int, deadline: Deadline
-                  ) -> None:
-    """Send ``n`` requests and wait until their jobs finished: the whole path (API,
-    transport, worker, its process pool, a consumer group's first assignment) runs before
-    anything is measured, so start-up is not reported as latency."""
-    before = await queue_counts(pool)
-    ids: list[str] = []
-    for _ in range(n):
-        status, body = await pool.send(raw)
-        job_id = job_id_of(body) if 200 <= status < 300 else None
-        if job_id is not None:
-            ids.append(job_id)
-    await wait_finished(bench, pool, ids, done_count(before) + len(ids),
-                        done_count(before), deadline, "B3: warm-up")
-
-
 def b3_rate_per_s(bench: Bench) -> float:
     """B3's arrivals per second: the fixed rate, or its share of the B2 run before it."""
     o = bench.options
@@ -371,8 +382,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
     pool = HttpPool(bench.target.url, connections=o.b3_connections, timeout_s=60)
     try:
         body = json.dumps(NOOP, separators=(",", ":")).encode()
-        await warm_up(bench, pool, pool.encode("POST", "/v1/jobs", body), B3_WARMUP_JOBS,
-                      deadline)
+        await warm_up(bench, deadline, "B3: warm-up")
         before = await queue_counts(pool)
         result = await open_loop(bench, pool, pool.encode("POST", "/v1/jobs", body),
                                  rate_per_s, o.b3_duration_s, deadline, "B3 open loop")
@@ -401,7 +411,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
     return {
         "workload": "b3", "title": "B3 open loop", "task": "sys.noop",
         "rate_per_s": rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
-        "warmup_jobs": B3_WARMUP_JOBS,
+        "warmup_jobs": WARMUP_JOBS,
         **result,
         "sampled_ops": len(ops),
         "enqueue_to_start_ms": summarize_ms(to_start),

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -59,6 +60,15 @@ def test_bench_b1_b2_and_b3_on_embedded(tmp_path: Path) -> None:
     assert lat["count"] == N_REQUESTS
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert b2["cpu"]["server"]["us_per_op"] > 0
+    # B2 ran on the tier's second database: its warm-up jobs all finished before the
+    # first measured request was sent, so none of the start-up is in B2's window.
+    assert b2["warmup_jobs"] == 20
+    with contextlib.closing(sqlite3.connect(tmp_path / "work" / "bench-2.db")) as db:
+        ops = db.execute("SELECT status, created_at, finished_at FROM operations"
+                         " ORDER BY created_at").fetchall()
+    assert len(ops) == 20 + N_REQUESTS
+    assert {status for status, _, _ in ops} == {"succeeded"}
+    assert max(finished for _, _, finished in ops[:20]) <= ops[20][1]
 
     b3 = report["results"]["b3"]
     assert "error" not in b3, b3
