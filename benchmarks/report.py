@@ -76,7 +76,9 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
                          + (f" ({fastest})" if fastest else "") + " |")
     lines += ["", "How each figure is taken. B2: a closed loop at each number of "
               "submitters of `--connections` (64, 128 and 256 unless told), the fastest "
-              "with p95 under 150 ms kept: each tier's maximum rate. B1/B4: operations "
+              "with p95 under 150 ms kept: each tier's maximum rate. B2, B2b and B3 "
+              "measure once 20 jobs have run through the processes they started. B1/B4: "
+              "operations "
               "loaded while no worker runs, "
               "then the workers start; the drain is timed from the first start to the last "
               "recorded outcome. B3 start: Conveyor from the operation's commit (`created_at`)"

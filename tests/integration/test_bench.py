@@ -169,6 +169,12 @@ def test_bench_reads_b2b_against_the_parse_and_store_ceilings(tmp_path: Path) ->
     report = json.loads(out.read_text())
     b2b = report["results"]["b2b"]
     assert b2b["ops"] == 4000 and b2b["ops_per_s"] > 0
+    # The ingest began once the warm-up jobs had run on the workers it runs beside.
+    with contextlib.closing(sqlite3.connect(tmp_path / "work" / "bench-1.db")) as db:
+        ops = db.execute("SELECT status, created_at, finished_at FROM operations"
+                         " ORDER BY created_at").fetchall()
+    assert b2b["warmup_jobs"] == 20 and len(ops) == 20 + 4000
+    assert max(finished for _, _, finished in ops[:20]) <= ops[20][1]
     parse = report["ceilings"]["raw"]["parse"]
     assert parse["batch"] == 1000 and parse["ops_per_s"] > 0 and parse["cpu_us_per_op"] > 0
     insert = report["ceilings"]["raw"]["store"]["insert"]["1000"]["ops_per_s"]
