@@ -309,25 +309,23 @@ SETTLE_SQL = "VACUUM (ANALYZE)"
 """What :func:`settle_database` runs: every table of the database the role may vacuum."""
 
 
-def settle_database(store: str) -> float:
+def settle_database(store: str) -> None:
     """Reclaim the dead rows earlier workloads left in ``store`` (a PostgreSQL URL) and
-    refresh its statistics before the next workload starts its processes; returns the
-    seconds it took. Without it autovacuum comes to them on its own round (about a
-    minute after the writes) and may land inside a later workload's window: a 2.8 s
-    vacuum of another database during a B4 took its efficiency from 0.92 to 0.80, the
-    server's CPU per operation from about 200 to 1,421 µs. Nothing is deleted: a vacuum
-    only frees what no transaction can see any more (the peers' runner truncates its
-    tables instead, which a user's store must not be)."""
+    refresh its statistics before the next workload starts its processes. Without it
+    autovacuum comes to them on its own round (about a minute after the writes) and may
+    land inside a later workload's window: a 2.8 s vacuum of another database during a
+    B4 took its efficiency from 0.92 to 0.80, and PostgreSQL's CPU per operation from
+    about 200 to 1,421 µs. Nothing is deleted: a vacuum only frees what no transaction
+    can see any more (the peers' runner truncates its tables instead, which a user's
+    store must not be)."""
     import psycopg
 
-    started = time.monotonic()
     try:
         with psycopg.connect(store, autocommit=True, connect_timeout=30) as conn:
             conn.execute(SETTLE_SQL)
     except psycopg.Error as exc:
         raise TierError(f"vacuuming {urlsplit(store).path.lstrip('/')} before the "
                         f"workload failed: {exc}") from exc
-    return round(time.monotonic() - started, 3)
 
 
 class PostgresTier(_ManagedTier):
@@ -347,8 +345,6 @@ class PostgresTier(_ManagedTier):
         them and only one finds the work: at a steady trickle the others' empty claims
         cost CPU that the API and the database need. The pool's processes are shared
         out among them."""
-        self.settle_s: float | None = None
-        """How long the last :func:`settle_database` took (each start runs one)."""
 
     def _transport_flags(self) -> list[str]:
         return []
@@ -358,7 +354,7 @@ class PostgresTier(_ManagedTier):
 
     def start(self, *, workers: bool = True) -> None:
         self._migrate(self.store)
-        self.settle_s = settle_database(self.store)
+        settle_database(self.store)
         api = self._spawn("api", "api", "--store", self.store, "--port", str(self.port),
                           *self._transport_flags(), *self._api_flags())
         wait_ready(self.url, [api])

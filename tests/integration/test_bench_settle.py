@@ -35,9 +35,8 @@ def test_settle_vacuums_and_analyses_every_table_of_the_store() -> None:
         assert {"jobs", "operations", "tasks"} <= set(before)
         assert all(v == (None, None) for v in before.values()), before
 
-        took_s = settle_database(url)
+        settle_database(url)
 
-        assert took_s >= 0
         deadline = time.monotonic() + 10  # the server publishes its statistics itself
         after = _maintenance(url)
         while any(None in v for v in after.values()) and time.monotonic() < deadline:
