@@ -15,9 +15,9 @@ import time
 import psycopg
 
 from conveyor.store.postgres import SCHEMA_VERSION, PostgresStore
-from conveyor.store.postgres.core import MIGRATIONS
 from conveyor.testing.contract_support import get_job, insert, job
 from tests.support.pg_fixtures import pg_database, pg_url
+from tests.support.postgres import migrate_to
 
 __all__ = ["pg_database", "pg_url"]
 
@@ -49,12 +49,7 @@ async def test_a_new_store_has_no_foreign_key(pg_url: str) -> None:
 
 
 async def test_upgrading_from_version_7_drops_the_key_and_keeps_the_rows(pg_url: str) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
-        for version, sql in MIGRATIONS:
-            if version <= 7:
-                conn.execute(sql.encode())
-        conn.execute("INSERT INTO schema_version VALUES (7)")
+    migrate_to(pg_url, 7)
     assert _foreign_keys(pg_url) == ["operations_job_id_fkey"]
     store = PostgresStore(pg_url)
     try:

@@ -15,21 +15,17 @@ import pytest
 
 from conveyor.model import JobStatus, Outcome
 from conveyor.store.postgres import SCHEMA_VERSION, PostgresStore
-from conveyor.store.postgres.core import MIGRATIONS
 from conveyor.store.postgres.outbox import OUTBOX_SQL
 from conveyor.testing.contract_support import get_job, insert, job, op
 from tests.support.pg_fixtures import pg_database, pg_url
+from tests.support.postgres import migrate_to
 
 __all__ = ["pg_database", "pg_url"]
 
 
 def _at_version_4(url: str, *, outbox: bool) -> None:
+    migrate_to(url, 4)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
-        for version, sql in MIGRATIONS:
-            if version <= 4:
-                conn.execute(sql.encode())
-        conn.execute("INSERT INTO schema_version VALUES (4)")
         if outbox:
             conn.execute(OUTBOX_SQL["outbox_enable_insert"])
             conn.execute(OUTBOX_SQL["outbox_enable_update"])

@@ -74,3 +74,18 @@ def drop_schema(db_url: str, schema: str) -> None:
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def migrate_to(url: str, version: int) -> None:
+    """Bring the empty schema of ``url`` to the PostgreSQL store's schema ``version``, as a
+    Conveyor of that version would have left it: a database to upgrade from."""
+    import psycopg
+
+    from conveyor.store.postgres.core import MIGRATIONS
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        for number, sql in MIGRATIONS:
+            if number <= version:
+                conn.execute(sql.encode())
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
