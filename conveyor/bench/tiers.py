@@ -317,7 +317,10 @@ def settle_database(store: str) -> None:
     B4 took its efficiency from 0.92 to 0.80, and PostgreSQL's CPU per operation from
     about 200 to 1,421 µs. Nothing is deleted: a vacuum only frees what no transaction
     can see any more (the peers' runner truncates its tables instead, which a user's
-    store must not be)."""
+    store must not be). On a fresh database it also gives the empty tables their real
+    size, where PostgreSQL would otherwise assume 10 pages: a plan a connection keeps
+    may then be made for a tiny table (the foreign key dropped by the PostgreSQL
+    store's migration 8 was such a plan)."""
     import psycopg
 
     try:
