@@ -48,7 +48,7 @@ async def test_a_new_store_has_no_foreign_key(pg_url: str) -> None:
     assert _foreign_keys(pg_url) == []
 
 
-async def test_upgrading_from_version_7_drops_the_key_and_keeps_the_rows(pg_url: str) -> None:
+async def test_upgrading_from_version_7_drops_the_key(pg_url: str) -> None:
     migrate_to(pg_url, 7)
     assert _foreign_keys(pg_url) == ["operations_job_id_fkey"]
     store = PostgresStore(pg_url)
