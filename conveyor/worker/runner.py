@@ -3,7 +3,8 @@
 Guarantees, with the store's fencing:
 
 * Every attempt's outcome is written with its lease token; a late outcome of a lease that
-  was lost (a stall, a partition) is refused by the store, never recorded twice.
+  was lost (a stall, a partition) is refused by the store, never recorded twice. Outcomes
+  are written in batches (:mod:`.outcomes`).
 * Leases of in-flight operations are renewed every ``lease_s / 3``; an operation whose
   lease is lost, or whose job is cancelled, is interrupted.
 * ``def`` tasks run on the process pool and are killed at ``timeout_s``; ``async def``
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from .. import __version__
 from ..config import Config
 from ..errors import StoreUnavailable, TaskTimeout
-from ..model import Claim, Lease, Outcome, OutcomeKind, WorkerInfo, new_id
+from ..model import Claim, Lease, Outcome, WorkerInfo, new_id
 from ..observability.logging import log_context
 from ..observability.metrics import Metrics
 from ..observability.tracing import Tracing
@@ -50,13 +51,10 @@ from ..store.base import ClaimsFirst, Store
 from ..tasks import Context, Registry, TaskSpec
 from ..transport.base import Transport
 from .maintenance import Rescuer
+from .outcomes import OutcomeWriter, WorkerCounters
 from .pool import PoolTaskError, ProcessPool
 
 log = logging.getLogger("conveyor.worker")
-
-OUTCOME_LINGER_BATCH = 32
-"""While the process pool is saturated, outcomes wait up to ``outcome_linger_s`` to share
-a write, unless this many are already waiting."""
 
 
 @dataclass
@@ -65,19 +63,6 @@ class _InFlight:
     task: asyncio.Task[None] | None = None
     interrupt: str | None = None  # "cancelled" | "lost" | "shutdown" | "timeout"
     started_s: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class WorkerCounters:
-    """Totals since start, for the registry and metrics."""
-
-    started: int = 0
-    succeeded: int = 0
-    retried: int = 0
-    dead: int = 0
-    cancelled: int = 0
-    fenced_out: int = 0
-    by_outcome: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
@@ -112,9 +97,9 @@ class Worker:
         self._start_soon = False  # a call of _start is scheduled
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._outcomes: list[tuple[Outcome, Claim]] = []
-        self._outcomes_ready = asyncio.Event()
-        self._received_all = False  # set once stopping has ended every attempt
+        self._outcomes = OutcomeWriter(
+            store, transport, self.metrics, self.counters, linger_s=config.outcome_linger_s,
+            lingering=self._lingering, settle=self._settle)
         self._flusher: asyncio.Task[None] | None = None
         self._rescuer = Rescuer(store, transport, config.rescue_interval_s,
                                 worker_timeout_s=config.worker_timeout_s,
@@ -177,15 +162,15 @@ class Worker:
             await self.transport.start(self.queues, self.id)
             if not self._stopping.is_set():
                 log.info("worker %s serving queues %s", self.id, ",".join(self.queues))
-            self._flusher = asyncio.create_task(self._flush_outcomes())
+            self._flusher = asyncio.create_task(
+                self._outcomes.run(idle=lambda: not self._inflight))
             await self._receive_loop()
             await self._drain()
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            self._received_all = True
-            self._outcomes_ready.set()
+            self._outcomes.finish()
             self._stopping.set()
             if self._flusher is not None:
                 await self._flusher
@@ -413,89 +398,25 @@ class Worker:
         return Outcome.retry(claim, error, decision.retry_in_s)
 
     def _record(self, outcome: Outcome, claim: Claim) -> None:
-        self._outcomes.append((outcome, claim))
-        self._outcomes_ready.set()
+        self._outcomes.record(outcome, claim)
+
+    def _lingering(self) -> bool:
+        """Outcomes may wait to share a write: the pool sets the pace (see
+        :mod:`.outcomes`)."""
+        return self.pool is not None and self.pool.saturated and not self._stopping.is_set()
+
+    def _settle(self, op_id: str) -> float | None:
+        """An outcome of this operation was written: no longer held here. When its
+        attempt started, if it was still held."""
+        entry = self._inflight.pop(op_id, None)
+        self._capacity.set()
+        return entry.started_s if entry is not None else None
 
     def _finish(self, op_id: str) -> None:
         entry = self._inflight.pop(op_id, None)
         if entry is not None:
             self.metrics.for_task(entry.claim.queue, entry.claim.task).in_flight.dec()
         self._capacity.set()
-
-    # recording outcomes (batched) ------------------------------------------------------
-    async def _flush_outcomes(self) -> None:
-        """Write outcomes in batches: everything that finished while the last batch was
-        being written goes in the next one. Writes are retried until the store answers.
-        Returns once the worker has stopped receiving and running work and nothing is left
-        to write (checked after every batch: the last wake-up may come during a write)."""
-        while True:
-            if not self._outcomes:
-                if self._received_all and not self._inflight:
-                    return
-                await self._outcomes_ready.wait()
-            if (self.pool is not None and self.pool.saturated
-                    and len(self._outcomes) < OUTCOME_LINGER_BATCH
-                    and self.config.outcome_linger_s > 0
-                    and not self._stopping.is_set()):
-                # The pool sets the pace and outcomes trickle in one by one: gather a few
-                # per transaction instead of paying a commit for each (the worker's CPU
-                # would come out of the pool's). Bounded delay, only in this state.
-                await asyncio.sleep(self.config.outcome_linger_s)
-            self._outcomes_ready.clear()
-            batch, self._outcomes = self._outcomes, []
-            if batch:
-                await self._write_outcomes(batch)
-
-    async def _write_outcomes(self, batch: list[tuple[Outcome, Claim]]) -> None:
-        delay_s = 0.1
-        while True:
-            try:
-                accepted = await self.store.complete_many([o for o, _ in batch])
-                break
-            except StoreUnavailable as exc:
-                log.warning("cannot record %d outcomes (%s); retrying", len(batch), exc)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
-        now_s = time.monotonic()
-        finished: dict[tuple[str, str, str], int] = {}
-        for (outcome, claim), ok in zip(batch, accepted, strict=True):
-            entry = self._inflight.pop(claim.op_id, None)
-            if not ok:
-                self.counters.fenced_out += 1
-                m = self.metrics.for_task(claim.queue, claim.task)
-                m.fenced.inc()
-                m.in_flight.dec()
-            else:
-                k = (claim.queue, claim.task, outcome.kind.value)
-                finished[k] = finished.get(k, 0) + 1
-                if entry is not None:
-                    self.metrics.for_task(claim.queue, claim.task).duration.observe(
-                        now_s - entry.started_s)
-        self._count(finished)
-        self._capacity.set()
-        await self.transport.ack([c for _, c in batch])
-        if any(c.key is not None or o.kind is OutcomeKind.RETRY for o, c in batch):
-            # A finished key may have unblocked its successor, a retry may be due at
-            # once. Any other outcome makes nothing ready: waking would only cost an
-            # empty claim per batch while the queue is idle.
-            await self.transport.wake()
-
-    def _count(self, finished: dict[tuple[str, str, str], int]) -> None:
-        """Counters and metrics of recorded outcomes, per (queue, task, outcome)."""
-        c = self.counters
-        for (queue, task, name), n in finished.items():
-            m = self.metrics.for_task(queue, task)
-            m.finished[name].inc(n)
-            m.in_flight.dec(n)
-            c.by_outcome[name] = c.by_outcome.get(name, 0) + n
-            if name == "succeeded":
-                c.succeeded += n
-            elif name == "retry":
-                c.retried += n
-            elif name == "dead":
-                c.dead += n
-            else:
-                c.cancelled += n
 
     # heartbeats ------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
@@ -555,7 +476,6 @@ class Worker:
         if entry.interrupt is None and entry.task is not None and not entry.task.done():
             entry.interrupt = reason
             entry.task.cancel()
-
 
 
 def _context_of(claim: Claim) -> Context:
