@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conveyor.store.memory_outbox import MemoryOutboxStore
+from conveyor.store.memory import MemoryOutboxStore
 from conveyor.testing.outbox_contract import OutboxContract
 from conveyor.testing.store_contract import StoreContract
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from conveyor.model import Outcome, QueueStats, WorkerInfo
 from conveyor.reconcile import Reconciler, TransportStats
-from conveyor.store.memory_outbox import MemoryOutboxStore
+from conveyor.store.memory import MemoryOutboxStore
 from conveyor.testing.contract_support import claim_all, insert, job
 from conveyor.transport.kafka.lag import PartitionLag
 

@@ -117,7 +117,7 @@ async def test_run_survives_failures_and_stops_when_asked() -> None:
 async def test_an_idle_relay_wakes_on_new_rows_and_when_a_delayed_row_falls_due() -> None:
     """With a 5 s fallback poll: a submission is published at once (the store's signal),
     a delayed row when due (the relay waits until the earliest due row), not before."""
-    from conveyor.store.memory_outbox import MemoryOutboxStore
+    from conveyor.store.memory import MemoryOutboxStore
     from conveyor.testing.contract_support import insert, job, op
 
     store = MemoryOutboxStore()

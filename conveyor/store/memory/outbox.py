@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..model import (
+from ...model import (
     WAITING,
     Claim,
     Lease,
@@ -27,9 +27,9 @@ from ..model import (
     Outcome,
     Submitted,
 )
-from ..waiting import wait_event
-from .base import Delivered, OutboxEntry
-from .memory import MemoryStore
+from ...waiting import wait_event
+from ..base import Delivered, OutboxEntry
+from .store import MemoryStore
 
 T = TypeVar("T")
 
