@@ -5,8 +5,8 @@
 Each repetition runs every system once, in the same order (A B C D A B C D ...), so slow
 drifts of the machine (other load, thermal, page cache) spread over all systems instead of
 favouring one. Conveyor runs ``conveyor bench`` on each tier: ``conveyor`` is the embedded
-tier (B1, B2, B2b, B3, B4; the first repetition also measures the stage ceilings),
-``conveyor-postgres`` and ``conveyor-kafka`` run B1, B3 and B4 on a fresh PostgreSQL
+tier (B1, B2, B2b, B3, B3H, B4; the first repetition also measures the stage ceilings),
+``conveyor-postgres`` and ``conveyor-kafka`` run B1, B2, B3, B3H and B4 on a fresh PostgreSQL
 database per run (``--postgres``; Kafka also needs ``--kafka``). Each peer runs
 ``benchmarks.peers.harness`` (B1, B3, B4) in the peers' virtual environment with the same
 worker process count and sizes. Every run's JSON is kept in ``--out-dir``; ``summary.json``
@@ -30,6 +30,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from conveyor.bench.report import busy_cores
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
     "conveyor-bench" / "venv"
@@ -48,6 +50,10 @@ METRICS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("b3", ("enqueue_to_start_ms", "p99"), "B3 enqueue→start p99 ms", False),
     ("b3", ("enqueue_to_finish_ms", "p50"), "B3 enqueue→finish p50 ms", False),
     ("b3", ("enqueue_to_finish_ms", "p99"), "B3 enqueue→finish p99 ms", False),
+    ("b3h", ("rate_per_s",), "B3 at half of B2: arrivals/s", True),
+    ("b3h", ("enqueue_to_start_ms", "p50"), "B3 at half of B2: start p50 ms", False),
+    ("b3h", ("enqueue_to_start_ms", "p99"), "B3 at half of B2: start p99 ms", False),
+    ("b3h", ("cores_busy",), "B3 at half of B2: cores busy", False),
     ("b4", ("efficiency",), "B4 CPU efficiency", True),
 ]
 
@@ -69,6 +75,8 @@ def dig(data: dict[str, Any], path: tuple[str, ...]) -> float | None:
             return None
         if key == "cpu_us_per_op":
             return system_cpu_us(value)
+        if key == "cores_busy":
+            return busy_cores(value)
         value = value.get(key)
     return value if isinstance(value, (int, float)) else None
 
@@ -88,7 +96,8 @@ def run_conveyor(args: argparse.Namespace, system: str, out: Path, ceilings: boo
     tier = TIERS[system]
     # B2 on every tier (its target holds for each); B2b, whose ingest leaves a backlog the
     # workers drain before B3, only on the embedded one.
-    workloads = "b1,b2,b2b,b3,b4" if tier == "embedded" else "b1,b2,b3,b4"
+    # B3 at the peers' fixed rate, then B3H at half of this run's B2 (the targets' rate).
+    workloads = "b1,b2,b2b,b3,b3h,b4" if tier == "embedded" else "b1,b2,b3,b3h,b4"
     cmd = [sys.executable, "-m", "conveyor.bench.cli", "--tier", tier,
            "--workloads", workloads, "--ops", str(args.ops),
            "--rate", str(args.rate), "--rate-duration", str(args.rate_duration),

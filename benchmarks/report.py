@@ -13,15 +13,55 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ORDER = ["B1 drain ops/s", "B1 CPU µs/op (system)", "B2 closed loop req/s", "B2 p95 ms",
          "B2b batch ingest ops/s", "B3 enqueue→start p50 ms", "B3 enqueue→start p99 ms",
-         "B3 enqueue→finish p50 ms", "B3 enqueue→finish p99 ms", "B4 CPU efficiency"]
-TARGETS = {"B1 drain ops/s": ">= 20,000", "B2 closed loop req/s": ">= 4,000",
-           "B2 p95 ms": "< 150", "B2b batch ingest ops/s": ">= 100,000",
-           "B3 enqueue→start p50 ms": "< 5", "B4 CPU efficiency": ">= 0.90"}
+         "B3 enqueue→finish p50 ms", "B3 enqueue→finish p99 ms",
+         "B3 at half of B2: arrivals/s", "B3 at half of B2: start p50 ms",
+         "B3 at half of B2: start p99 ms", "B4 CPU efficiency"]
+TIERS = ("conveyor", "conveyor-postgres", "conveyor-kafka")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One target of the benchmark plan: a metric's bound on some tiers."""
+
+    label: str
+    at_least: bool
+    """True: the figure must be at least ``bound``; False: below it."""
+    bound: dict[str, float]
+    """The bound per tier it applies to."""
+    shown: str
+    stages: tuple[str, ...] = ()
+    """The stage comparisons (their workload names) that say what bounds the figure."""
+
+    def met(self, tier: str, value: float) -> bool:
+        bound = self.bound[tier]
+        return value >= bound if self.at_least else value < bound
+
+
+def _on(tiers: tuple[str, ...], bound: float) -> dict[str, float]:
+    return dict.fromkeys(tiers, bound)
+
+
+GOALS = [
+    Goal("B1 drain ops/s", True, {"conveyor": 20_000, "conveyor-postgres": 10_000,
+                                  "conveyor-kafka": 10_000},
+         ">= 20,000 embedded, >= 10,000 the others", ("B1", "B1 (Kafka tier)")),
+    Goal("B2 closed loop req/s", True, _on(TIERS, 4_000), ">= 4,000", ("B2",)),
+    Goal("B2 p95 ms", False, _on(TIERS, 150), "< 150", ("B2",)),
+    Goal("B2b batch ingest ops/s", True, _on(("conveyor",), 100_000), ">= 100,000",
+         ("B2b",)),
+    Goal("B3 at half of B2: start p50 ms", False, _on(TIERS[1:], 5),
+         "< 5 (PostgreSQL and Kafka)", ("B3H (Kafka tier)",)),
+    Goal("B3 at half of B2: start p99 ms", False, _on(TIERS[1:], 25),
+         "< 25 (PostgreSQL and Kafka)", ("B3H (Kafka tier)",)),
+    Goal("B4 CPU efficiency", True, _on(TIERS, 0.90), ">= 0.90", ("B4",)),
+]
+TARGETS = {g.label: g.shown for g in GOALS}
 
 
 def _fmt(value: float | None) -> str:
@@ -74,6 +114,7 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
             lines.append(f"| {row['tier']} | {_fmt(row['ops_per_s'])} | "
                          f"{row.get('vs_celery', '-')}x | {row.get('vs_fastest_peer', '-')}x"
                          + (f" ({fastest})" if fastest else "") + " |")
+    lines += targets(summary)
     lines += ["", "How each figure is taken. B2: a closed loop at each number of "
               "submitters of `--connections` (64, 128 and 256 unless told), the fastest "
               "with p95 under 150 ms kept: each tier's maximum rate. B2, B2b and B3 "
@@ -112,6 +153,66 @@ def markdown(summary: dict[str, Any], png_name: str | None) -> str:
               "benchmarks/run_all.sh            # or: benchmarks/run_all.sh --reps 5", "```",
               "", f"Exact command of this run: `{summary.get('command', '')}`", ""]
     return "\n".join(lines)
+
+
+def targets(summary: dict[str, Any]) -> list[str]:
+    """Each target against each tier it applies to: the median and in how many
+    repetitions it held; then, for each one missed in some, the stage figures that say
+    what bounds it (the ceilings' comparisons of that workload) and how busy the machine
+    was."""
+    systems = summary["systems"]
+    tiers = [t for t in TIERS if t in systems]
+    rows, missed = [], []
+    for goal in GOALS:
+        cells, present = [], False
+        for tier in tiers:
+            metric = systems[tier]["metrics"].get(goal.label)
+            if tier not in goal.bound or metric is None:
+                cells.append("-")
+                continue
+            present = True
+            held = sum(goal.met(tier, v) for v in metric["values"])
+            n = len(metric["values"])
+            cells.append(f"{_fmt(metric['median'])}, met in {held} of {n}")
+            if held < n:
+                missed.append((goal, tier, metric["median"]))
+        if present:
+            rows.append(f"| {goal.label} {goal.shown} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    lines = ["", "Targets, by tier (median; repetitions that met it):", "",
+             "| target | " + " | ".join(tiers) + " |", "|---|" + "---|" * len(tiers),
+             *rows]
+    if missed:
+        lines += ["", "Missed in some repetitions, and what bounds it:", ""]
+        comparisons = (summary.get("ceilings") or {}).get("comparisons", [])
+        for goal, tier, median in missed:
+            lines.append(f"- {tier}, {goal.label} {goal.shown}: {_fmt(median)}."
+                         + _bounds(goal, tier, comparisons, systems[tier]["metrics"]))
+    return lines
+
+
+KAFKA_COMPARISONS = ("B1 (Kafka tier)", "B3H (Kafka tier)")
+"""Stage comparisons of the Kafka tier's figures; the others are of the embedded tier's."""
+
+
+def _bounds(goal: Goal, tier: str, comparisons: list[dict[str, Any]],
+            metrics: dict[str, Any]) -> str:
+    """What the stage table says of this tier's figure (the comparisons of the goal's
+    workload, which the ceilings make for the embedded and the Kafka tier), and at B3's
+    rate the cores the machine kept busy."""
+    parts = []
+    for c in comparisons:
+        owner = "conveyor-kafka" if c["workload"] in KAFKA_COMPARISONS else "conveyor"
+        if c["workload"] not in goal.stages or owner != tier:
+            continue
+        shown = c.get("shown") or f"{c['ratio'] * 100:.0f} %"
+        parts.append(c.get("detail", "") if shown.endswith("x")
+                     else f"{shown} of {c['stage']}")
+    busy = metrics.get("B3 at half of B2: cores busy")
+    if goal.label.startswith("B3 at half") and busy is not None:
+        parts.append(f"the machine kept {_fmt(busy['median'])} cores busy")
+    return (" Stages: " + "; ".join(parts) + ".") if parts else ""
 
 
 def chart(summary: dict[str, Any], path: Path) -> None:

@@ -9,7 +9,8 @@ kafka``) and runs the workloads of the benchmark plan:
 * **B2b batch ingest**: ``POST /v1/jobs/batch`` with batches of 1,000.
 * **B3 open loop**: arrivals at a fixed rate; latency from each request's *scheduled* send
   time (no coordinated omission) and enqueue-to-start / enqueue-to-finish percentiles from
-  the operations' ``created_at``/``started_at``/``finished_at``.
+  the operations' ``created_at``/``started_at``/``finished_at``. **B3H** is the same
+  at half of the throughput of the B2 before it (the rate the latency targets name).
 * **B4 CPU-bound**: 10 ms ``sys.cpu`` operations; efficiency = rate / (cores / 10 ms).
 
 Every run samples the CPU seconds and RSS of each process group (the server's process

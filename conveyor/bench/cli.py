@@ -38,9 +38,9 @@ from .memory import EXTRA_WORKLOADS
 from .procstat import Sampler
 from .report import ceilings_table, new_report, results_table
 from .tiers import EmbeddedTier, ExternalTarget, KafkaTier, PostgresTier, Target, TierError
-from .workloads import WORKLOADS
+from .workloads import AFTER_B2, WORKLOADS
 
-SELECTABLE = {**WORKLOADS, **EXTRA_WORKLOADS}
+SELECTABLE = {**WORKLOADS, **AFTER_B2, **EXTRA_WORKLOADS}
 
 bench_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="Benchmark a Conveyor server: drain, closed/open loop, batch "
@@ -166,6 +166,14 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
     return ok
 
 
+def _check_after_b2(names: list[str]) -> None:
+    """Workloads that run at a share of B2's throughput need a B2 before them."""
+    for name in names:
+        if name in AFTER_B2 and ("b2" not in names or names.index("b2") > names.index(name)):
+            raise typer.BadParameter(f"{name} runs at half of B2's throughput: it needs b2 "
+                                     f"before it in --workloads")
+
+
 def _parse_rate(value: str, names: list[str]) -> tuple[float, float | None]:
     """``--rate``: arrivals per second, or ``half-b2`` (B3 then follows a B2 of the same
     run). Returns the rate and the fraction of B2's throughput (None for a fixed rate)."""
@@ -235,9 +243,10 @@ def bench(
         "--kafka-bootstrap", help="The broker of --tier kafka, and of the kafka ceiling "
                                   "(with any target)")] = None,
     workloads: Annotated[str, typer.Option(
-        "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b4,b5 (all: b1 to b4; "
-                                  "b5, the long memory run, only when named; none: "
-                                  "only the ceilings)")] = "all",
+        "--workloads", "-w", help="Comma-separated: b1,b2,b2b,b3,b3h,b4,b5 (all: b1 to "
+                                  "b4; b3h, B3 at half of B2, after a b2; b5, the long "
+                                  "memory run, only when named; none: only the "
+                                  "ceilings)")] = "all",
     ceilings: Annotated[str, typer.Option(
         "--ceilings", help="Stage ceilings to measure too: asgi,api-memory,parse,store,"
                            "pool,kafka (or all, or none)")] = "none",
@@ -315,6 +324,7 @@ def bench(
                                  "(--ceilings)")
     if sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise typer.BadParameter("--sqlite-synchronous: FULL, NORMAL or EXTRA")
+    _check_after_b2(names)
     rate_per_s, rate_of_b2 = _parse_rate(rate, names)
     b2_connections = _parse_counts(connections, "--connections")
     options = Options(

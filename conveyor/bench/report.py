@@ -126,7 +126,7 @@ def headline(result: dict[str, Any]) -> tuple[str, str]:
         return (f"{_fmt(result['ops_per_s'])} ops/s",
                 f"batches of {result['batch']}, {result['connections']} in flight; "
                 f"batch p50 {_fmt(lat['p50'], 1)} / p99 {_fmt(lat['p99'], 1)} ms")
-    if w == "b3":
+    if w in ("b3", "b3h"):
         s, f = result["enqueue_to_start_ms"], result["enqueue_to_finish_ms"]
         sub = result["submit_latency_ms"]
         return (f"start p50 {_fmt(s['p50'], 1)} ms",

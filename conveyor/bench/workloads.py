@@ -1,4 +1,5 @@
-"""The workloads B1, B2, B2b, B3 and B4, each bounded in time and in count.
+"""The workloads B1, B2, B2b, B3 (and B3H, B3 at half of B2) and B4, each bounded in
+time and in count.
 
 Each workload starts its target (a fresh database for a tier the benchmark runs itself),
 measures, stops it, and returns a JSON-ready dict. Throughput of drain workloads comes
@@ -363,20 +364,45 @@ async def open_loop(bench: Bench, pool: HttpPool, raw: bytes, rate_per_s: float,
     }
 
 
+HALF_OF_B2 = 0.5
+"""B3H's share of B2's throughput: the targets' "half of B2's maximum rate"."""
+
+
+def share_of_b2(bench: Bench, fraction: float) -> float:
+    """Arrivals per second at ``fraction`` of the B2 run before it in the same bench."""
+    b2_per_s = bench.results.get("b2", {}).get("throughput_per_s")
+    if not isinstance(b2_per_s, (int, float)) or b2_per_s <= 0:
+        raise LoadError("this open loop runs at a share of B2's throughput, and B2 "
+                        "measured none")
+    return max(1.0, round(b2_per_s * fraction, 1))
+
+
 def b3_rate_per_s(bench: Bench) -> float:
     """B3's arrivals per second: the fixed rate, or its share of the B2 run before it."""
     o = bench.options
     if o.b3_rate_of_b2 is None:
         return o.b3_rate_per_s
-    b2_per_s = bench.results.get("b2", {}).get("throughput_per_s")
-    if not isinstance(b2_per_s, (int, float)) or b2_per_s <= 0:
-        raise LoadError("B3 runs at a share of B2's throughput, and B2 measured none")
-    return max(1.0, round(b2_per_s * o.b3_rate_of_b2, 1))
+    return share_of_b2(bench, o.b3_rate_of_b2)
 
 
 async def b3(bench: Bench) -> dict[str, Any]:
+    """B3: the open loop at ``--rate`` (a fixed rate, the same for every system compared,
+    or a share of B2's)."""
+    return await open_loop_workload(bench, "b3", "B3 open loop", b3_rate_per_s(bench))
+
+
+async def b3h(bench: Bench) -> dict[str, Any]:
+    """B3H: the same open loop at half of the B2 run before it, the rate the latency
+    targets name, beside a B3 at a fixed rate in the same bench."""
+    return await open_loop_workload(bench, "b3h", "B3 at half of B2",
+                                    share_of_b2(bench, HALF_OF_B2))
+
+
+async def open_loop_workload(bench: Bench, name: str, title: str, rate_per_s: float
+                             ) -> dict[str, Any]:
+    """Arrivals at ``rate_per_s`` for ``b3_duration_s``, after a warm-up; the waits to
+    start and to finish from a sample of the operations' own timestamps."""
     o = bench.options
-    rate_per_s = b3_rate_per_s(bench)
     deadline = Deadline(o.deadline_s)
     await bench.start()
     pool = HttpPool(bench.target.url, connections=o.b3_connections, timeout_s=60)
@@ -409,7 +435,7 @@ async def b3(bench: Bench) -> dict[str, Any]:
         except Exception as exc:  # the split is an extra; B3's own figures stand
             bench.reporter.note(f"B3: the log could not be read back ({exc})")
     return {
-        "workload": "b3", "title": "B3 open loop", "task": "sys.noop",
+        "workload": name, "title": title, "task": "sys.noop",
         "rate_per_s": rate_per_s, "achieved_per_s": rate(result["ok"], o.b3_duration_s),
         "warmup_jobs": WARMUP_JOBS,
         **result,
@@ -426,3 +452,6 @@ async def b3(bench: Bench) -> dict[str, Any]:
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "b1": b1, "b2": b2, "b2b": b2b, "b3": b3, "b4": b4,
 }
+"""The issue's workloads, what ``--workloads all`` runs."""
+AFTER_B2: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {"b3h": b3h}
+"""Workloads that follow a B2 of the same bench (named, never part of ``all``)."""

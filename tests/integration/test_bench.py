@@ -100,7 +100,31 @@ def test_bench_b2_sweeps_connection_counts_and_b3_halves_the_best(tmp_path: Path
     assert b3["rate_per_s"] == max(1.0, round(b2["throughput_per_s"] / 2, 1))
 
 
+@pytest.mark.timeout(120)
+def test_bench_b3h_runs_at_half_of_b2_beside_a_fixed_rate_b3(tmp_path: Path) -> None:
+    """B3 keeps its fixed ``--rate`` (the rate the peers are compared at) while B3H, in the
+    same bench, runs at half of the B2 before it (the rate the targets name)."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([
+        sys.executable, "-m", "conveyor.cli", "bench", "--workloads", "b2,b3,b3h",
+        "--requests", "200", "--warmup", "0", "--connections", "8", "--rate", "20",
+        "--rate-duration", "0.5", "--processes", "1", "--deadline", "50",
+        "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    results = json.loads(out.read_text())["results"]
+    b2, b3, b3h = results["b2"], results["b3"], results["b3h"]
+    assert b3["rate_per_s"] == 20 and b3["ok"] == 10
+    assert (b3h["workload"], b3h["title"]) == ("b3h", "B3 at half of B2")
+    assert b3h["rate_per_s"] == max(1.0, round(b2["throughput_per_s"] / 2, 1))
+    assert b3h["ok"] == int(b3h["rate_per_s"] * 0.5)
+    start = b3h["enqueue_to_start_ms"]
+    assert start["count"] == b3h["sampled_ops"] > 0 and 0 < start["p50"] <= start["p99"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["-w", "b3h"], "b3h runs at half of B2's throughput: it needs b2 before it"),
+    (["-w", "b3h,b2"], "b3h runs at half of B2's throughput: it needs b2 before it"),
     (["-w", "b3", "--rate", "half-b2"], "needs b2 before b3"),
     (["-w", "b3,b2", "--rate", "half-b2"], "needs b2 before b3"),
     (["-w", "b3", "--rate", "fast"], "not 'fast'"),

@@ -55,3 +55,44 @@ def test_the_embedded_ceilings_and_the_logs_make_one_table() -> None:
     assert merged_ceilings([None, None]) is None
     assert "| **B1 (Kafka tier)** vs Kafka consume | 2 % |" in markdown(
         {"systems": {}, "ceilings": merged}, None)
+
+
+def _tier_run(b2b: float | None, b3h_p50: float, b4: float) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "b2": {"throughput_per_s": 5000.0, "latency_ms": {"p95": 60.0}},
+        "b3h": {"rate_per_s": 2500.0, "enqueue_to_start_ms": {"p50": b3h_p50, "p99": 20.0},
+                "cpu": {"api": {"cores": 1.2}, "others": {"cores": 0.5}}},
+        "b4": {"efficiency": b4}}
+    if b2b is not None:
+        results["b2b"] = {"ops_per_s": b2b}
+    return {"results": results, "durability": "d"}
+
+
+def test_the_report_says_which_targets_held_in_how_many_repetitions_and_what_bounds_them(
+        ) -> None:
+    summary = summarize({
+        "conveyor": [_tier_run(35_000, 1.0, 0.94), _tier_run(37_000, 1.2, 0.93)],
+        "conveyor-kafka": [_tier_run(None, 9.0, 0.91), _tier_run(None, 4.0, 0.89)],
+    })
+    kafka = summary["systems"]["conveyor-kafka"]["metrics"]
+    assert kafka["B3 at half of B2: start p50 ms"]["values"] == [9.0, 4.0]
+    assert kafka["B3 at half of B2: cores busy"]["median"] == 1.7
+    summary["ceilings"] = {"rows": [], "comparisons": [
+        {"workload": "B2b", "stage": "store insert 1000/txn", "ratio": 0.4, "shown": "40 %"},
+        {"workload": "B3H (Kafka tier)", "stage": "one message through Kafka",
+         "ratio": 5.1, "shown": "5.1x", "detail": "B3H's wait after the log, p50 2.1 ms"}]}
+    text = markdown(summary, None)
+
+    assert "| target | conveyor | conveyor-kafka |" in text
+    assert ("| B2b batch ingest ops/s >= 100,000 | 36,000, met in 0 of 2 | - |") in text
+    # B3 at half of B2 is a target of the PostgreSQL and Kafka tiers only.
+    assert ("| B3 at half of B2: start p50 ms < 5 (PostgreSQL and Kafka) | - | "
+            "6.50, met in 1 of 2 |") in text
+    assert "| B4 CPU efficiency >= 0.90 | 0.94, met in 2 of 2 | 0.90, met in 1 of 2 |" in text
+    missed = text[text.index("Missed in some repetitions"):]
+    assert ("- conveyor, B2b batch ingest ops/s >= 100,000: 36,000. Stages: 40 % of store "
+            "insert 1000/txn.") in missed
+    assert ("- conveyor-kafka, B3 at half of B2: start p50 ms < 5 (PostgreSQL and Kafka): "
+            "6.50. Stages: B3H's wait after the log, p50 2.1 ms; the machine kept 1.70 "
+            "cores busy.") in missed
+    assert "conveyor, B4" not in missed and "conveyor-kafka, B2 " not in missed
