@@ -190,7 +190,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def tiers_vs_peers(systems: dict[str, Any]) -> list[dict[str, Any]]:
     """Each Conveyor tier's B1 drain rate against Celery and against the fastest peer of
-    the same run (the issue's "10x Celery" and "2x the fastest peer")."""
+    the same run (the targets' "10x Celery" and "2x the fastest peer")."""
     label = "B1 drain ops/s"
     peers = {n: d["metrics"][label]["median"] for n, d in systems.items()
              if n not in TIERS and label in d["metrics"]}

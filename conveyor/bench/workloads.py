@@ -452,6 +452,6 @@ async def open_loop_workload(bench: Bench, name: str, title: str, rate_per_s: fl
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "b1": b1, "b2": b2, "b2b": b2b, "b3": b3, "b4": b4,
 }
-"""The issue's workloads, what ``--workloads all`` runs."""
+"""The benchmark plan's workloads, what ``--workloads all`` runs."""
 AFTER_B2: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {"b3h": b3h}
 """Workloads that follow a B2 of the same bench (named, never part of ``all``)."""
