@@ -45,6 +45,7 @@ METRICS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("b1", ("cpu_us_per_op",), "B1 CPU µs/op (system)", False),
     ("b2", ("throughput_per_s",), "B2 closed loop req/s", True),
     ("b2", ("latency_ms", "p95"), "B2 p95 ms", False),
+    ("b2", ("cores_busy",), "B2: cores busy", False),
     ("b2b", ("ops_per_s",), "B2b batch ingest ops/s", True),
     ("b3", ("enqueue_to_start_ms", "p50"), "B3 enqueue→start p50 ms", False),
     ("b3", ("enqueue_to_start_ms", "p99"), "B3 enqueue→start p99 ms", False),
@@ -55,6 +56,7 @@ METRICS: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("b3h", ("enqueue_to_start_ms", "p99"), "B3 at half of B2: start p99 ms", False),
     ("b3h", ("cores_busy",), "B3 at half of B2: cores busy", False),
     ("b4", ("efficiency",), "B4 CPU efficiency", True),
+    ("b4", ("pool", "runqueue_share"), "B4: pool waiting for a core", False),
 ]
 
 
