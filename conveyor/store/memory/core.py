@@ -8,18 +8,10 @@ from collections.abc import Callable
 
 from ...errors import StoreUnavailable
 from ...keys import ApiKey
-from ...model import (
-    TaskInfo,
-    WorkerInfo,
-)
-from ..recent import SLOT_S, SLOTS_1M, SLOTS_5M
+from ...model import TaskInfo, WorkerInfo
 from .records import JobRow, OpRow
 
 SCHEMA_VERSION = 1
-WINDOW_1M_S = SLOTS_1M * SLOT_S
-WINDOW_5M_S = SLOTS_5M * SLOT_S
-"""The memory store counts the stats' recent finishes exactly this far back (the others
-by slot, see :mod:`conveyor.store.recent`)."""
 
 
 class MemoryCore:

@@ -7,11 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from ...keys import ApiKey
-from ...model import (
-    OpStatus,
-    TaskInfo,
-    WorkerInfo,
-)
+from ...model import OpStatus, TaskInfo, WorkerInfo
 from .core import MemoryCore
 from .records import json_copy
 

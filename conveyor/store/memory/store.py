@@ -17,10 +17,15 @@ from ...model import (
     new_id,
     with_stored_jobs,
 )
-from .core import WINDOW_1M_S, WINDOW_5M_S
+from ..recent import SLOT_S, SLOTS_1M, SLOTS_5M
 from .leases import LeaseMixin
 from .records import JobRow, OpRow, json_copy
 from .registry import RegistryMixin
+
+WINDOW_1M_S = SLOTS_1M * SLOT_S
+WINDOW_5M_S = SLOTS_5M * SLOT_S
+"""The memory store counts the stats' recent finishes exactly this far back (the others
+by slot, see :mod:`conveyor.store.recent`)."""
 
 
 class MemoryStore(RegistryMixin, LeaseMixin):
