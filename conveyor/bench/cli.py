@@ -166,10 +166,15 @@ async def run_bench(target: Target, names: list[str], ceilings: list[str], optio
     return ok
 
 
+def _b2_before(names: list[str], name: str) -> bool:
+    """A B2 runs before ``name`` (one of ``names``), to take a share of its throughput."""
+    return "b2" in names and names.index("b2") < names.index(name)
+
+
 def _check_after_b2(names: list[str]) -> None:
     """Workloads that run at a share of B2's throughput need a B2 before them."""
     for name in names:
-        if name in AFTER_B2 and ("b2" not in names or names.index("b2") > names.index(name)):
+        if name in AFTER_B2 and not _b2_before(names, name):
             raise typer.BadParameter(f"{name} runs at half of B2's throughput: it needs b2 "
                                      f"before it in --workloads")
 
@@ -178,7 +183,7 @@ def _parse_rate(value: str, names: list[str]) -> tuple[float, float | None]:
     """``--rate``: arrivals per second, or ``half-b2`` (B3 then follows a B2 of the same
     run). Returns the rate and the fraction of B2's throughput (None for a fixed rate)."""
     if value.strip().lower() == "half-b2":
-        if "b3" in names and ("b2" not in names or names.index("b2") > names.index("b3")):
+        if "b3" in names and not _b2_before(names, "b3"):
             raise typer.BadParameter("--rate half-b2 needs b2 before b3 in --workloads")
         return Options.b3_rate_per_s, 0.5  # the fixed rate stays unused
     try:
